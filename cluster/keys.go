@@ -1,0 +1,98 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// Key layout of the FSM's Pebble store. Identifiers of tenants and cameras cannot hold a
+// 0x00 byte (model.ValidateID), so "{id}\x00" ends an id without ambiguity; times are 8
+// bytes big-endian with the sign bit flipped, so byte order is time order.
+//
+//	m/applied                          → 8 bytes BE: index of the last applied raft entry
+//	t/{tenant}                         → tenant
+//	c/{camera}                         → camera (password sealed)
+//	tc/{tenant}\x00{camera}            → (empty) cameras of a tenant
+//	a/{camera}                         → assignment (kept after the camera is deleted, node cleared, so epochs never go back)
+//	s/{camera}\x00{start}{segment id}  → segment
+//	si/{segment id}                    → the s/ key of that segment
+//	sm/{camera}                        → longest segment duration ever committed for the camera (bounds range-scan lookback)
+//	o/{camera}\x00{start}              → outage
+//	d/{camera}\x00{start}{segment id}  → deletion record (start of the deleted footage)
+var (
+	keyApplied      = []byte("m/applied")
+	prefixTenant    = []byte("t/")
+	prefixCamera    = []byte("c/")
+	prefixTenantCam = []byte("tc/")
+	prefixAssign    = []byte("a/")
+	prefixSegment   = []byte("s/")
+	prefixSegmentID = []byte("si/")
+	prefixSegMax    = []byte("sm/")
+	prefixOutage    = []byte("o/")
+	prefixDeletion  = []byte("d/")
+)
+
+func join(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n+9)
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+func tenantKey(id model.TenantID) []byte { return join(prefixTenant, []byte(id)) }
+func cameraKey(id model.CameraID) []byte { return join(prefixCamera, []byte(id)) }
+func assignKey(id model.CameraID) []byte { return join(prefixAssign, []byte(id)) }
+func segMaxKey(id model.CameraID) []byte { return join(prefixSegMax, []byte(id)) }
+func segIDKey(id model.SegmentID) []byte { return join(prefixSegmentID, []byte(id)) }
+
+func tenantCamPrefix(t model.TenantID) []byte { return join(prefixTenantCam, []byte(t), []byte{0}) }
+func tenantCamKey(t model.TenantID, c model.CameraID) []byte {
+	return join(tenantCamPrefix(t), []byte(c))
+}
+
+// cameraPrefix is "{prefix}{camera}\x00": every key of one camera in a time-ordered table.
+func cameraPrefix(prefix []byte, c model.CameraID) []byte {
+	return join(prefix, []byte(c), []byte{0})
+}
+
+func appendTime(k []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(k, uint64(t.UnixNano())^(1<<63))
+}
+
+func timeKey(prefix []byte, c model.CameraID, t time.Time) []byte {
+	return appendTime(cameraPrefix(prefix, c), t)
+}
+
+func segmentKey(s model.Segment) []byte {
+	return append(timeKey(prefixSegment, s.Camera, s.Start), s.ID...)
+}
+
+func deletionKey(x model.Deletion) []byte {
+	return append(timeKey(prefixDeletion, x.Camera, x.Start), x.Segment...)
+}
+
+func outageKey(o model.Outage) []byte { return timeKey(prefixOutage, o.Camera, o.Start) }
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no upper bound
+}
+
+// after returns the first key strictly after prefix+id (for "ids > after" pagination).
+func afterKey(prefix []byte, id string) []byte {
+	return append(join(prefix, []byte(id)), 0)
+}

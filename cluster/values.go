@@ -1,0 +1,420 @@
+package cluster
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// valueVersion is the first byte of every value stored in Pebble. A change of layout
+// bumps it and the decoders keep reading the older versions.
+const valueVersion = 1
+
+// storedCamera is a camera as the catalog holds it: the password is never in clear, only
+// sealed (AES-256-GCM) in Secret. Camera.Password is always empty here.
+type storedCamera struct {
+	model.Camera
+	Secret []byte
+}
+
+func (e *encoder) tenant(t model.Tenant) {
+	e.str(string(t.ID))
+	e.str(t.Name)
+	e.int(t.RetentionDays)
+	e.int(t.CameraQuota)
+	e.str(t.Contacts)
+	e.time(t.CreatedAt)
+	e.time(t.UpdatedAt)
+}
+
+func (d *decoder) tenant() model.Tenant {
+	return model.Tenant{
+		ID:            model.TenantID(d.str()),
+		Name:          d.str(),
+		RetentionDays: d.int(),
+		CameraQuota:   d.int(),
+		Contacts:      d.str(),
+		CreatedAt:     d.time(),
+		UpdatedAt:     d.time(),
+	}
+}
+
+func (e *encoder) camera(c storedCamera) {
+	e.str(string(c.ID))
+	e.str(string(c.Tenant))
+	e.str(c.Name)
+	e.str(c.Location)
+	e.str(c.URL)
+	e.str(c.Username)
+	e.bytes(c.Secret)
+	e.str(string(c.Transport))
+	e.str(string(c.Ingest))
+	e.str(string(c.Recording))
+	e.int(c.RetentionDays)
+	e.str(string(c.Redundancy))
+	e.strs(c.Tags)
+	e.time(c.CreatedAt)
+	e.time(c.UpdatedAt)
+}
+
+func (d *decoder) camera() storedCamera {
+	var c storedCamera
+	c.ID = model.CameraID(d.str())
+	c.Tenant = model.TenantID(d.str())
+	c.Name = d.str()
+	c.Location = d.str()
+	c.URL = d.str()
+	c.Username = d.str()
+	c.Secret = d.bytes()
+	c.Transport = model.Transport(d.str())
+	c.Ingest = model.IngestMode(d.str())
+	c.Recording = model.RecordingPolicy(d.str())
+	c.RetentionDays = d.int()
+	c.Redundancy = model.RedundancyClass(d.str())
+	c.Tags = d.strs()
+	c.CreatedAt = d.time()
+	c.UpdatedAt = d.time()
+	return c
+}
+
+func (e *encoder) segment(s model.Segment) {
+	e.str(string(s.ID))
+	e.str(string(s.Camera))
+	e.uvarint(s.Epoch)
+	e.str(string(s.Node))
+	e.time(s.Start)
+	e.time(s.End)
+	e.varint(s.Bytes)
+	e.int(s.Fragments)
+	e.str(s.CodecHash)
+	e.u32(s.Checksum)
+	e.boolean(s.Sealed)
+}
+
+func (d *decoder) segment() model.Segment { return d.segmentCached(nil) }
+
+// strCache remembers the last strings decoded for fields that repeat from one entry to
+// the next of a range scan (camera, node, codec), so a scan of 43,200 segments does not
+// allocate them 43,200 times.
+type strCache struct{ camera, node, codec string }
+
+// cachedStr decodes a string, reusing *prev when the bytes are equal.
+func (d *decoder) cachedStr(prev *string) string {
+	b := d.raw()
+	if prev == nil {
+		return string(b)
+	}
+	if string(b) != *prev { // this comparison does not allocate
+		*prev = string(b)
+	}
+	return *prev
+}
+
+func (d *decoder) segmentCached(c *strCache) model.Segment {
+	var cam, node, codec *string
+	if c != nil {
+		cam, node, codec = &c.camera, &c.node, &c.codec
+	}
+	return model.Segment{
+		ID:        model.SegmentID(d.str()),
+		Camera:    model.CameraID(d.cachedStr(cam)),
+		Epoch:     d.uvarint(),
+		Node:      model.NodeID(d.cachedStr(node)),
+		Start:     d.time(),
+		End:       d.time(),
+		Bytes:     d.varint(),
+		Fragments: d.int(),
+		CodecHash: d.cachedStr(codec),
+		Checksum:  d.u32(),
+		Sealed:    d.boolean(),
+	}
+}
+
+func (e *encoder) outage(o model.Outage) {
+	e.str(string(o.Camera))
+	e.time(o.Start)
+	e.time(o.End)
+	e.str(string(o.Cause))
+	e.str(o.Detail)
+}
+
+func (d *decoder) outage() model.Outage {
+	return model.Outage{
+		Camera: model.CameraID(d.str()),
+		Start:  d.time(),
+		End:    d.time(),
+		Cause:  model.GapCause(d.str()),
+		Detail: d.str(),
+	}
+}
+
+func (e *encoder) deletion(x model.Deletion) {
+	e.str(string(x.Segment))
+	e.str(string(x.Camera))
+	e.time(x.Start)
+	e.time(x.End)
+	e.varint(x.Bytes)
+	e.str(x.Reason)
+	e.time(x.At)
+}
+
+func (d *decoder) deletion() model.Deletion {
+	return model.Deletion{
+		Segment: model.SegmentID(d.str()),
+		Camera:  model.CameraID(d.str()),
+		Start:   d.time(),
+		End:     d.time(),
+		Bytes:   d.varint(),
+		Reason:  d.str(),
+		At:      d.time(),
+	}
+}
+
+func (e *encoder) assignment(a model.Assignment) {
+	e.str(string(a.Camera))
+	e.str(string(a.Node))
+	e.uvarint(a.Epoch)
+}
+
+func (d *decoder) assignment() model.Assignment {
+	return model.Assignment{
+		Camera: model.CameraID(d.str()),
+		Node:   model.NodeID(d.str()),
+		Epoch:  d.uvarint(),
+	}
+}
+
+// value helpers: version byte + body.
+
+func encodeValue(body func(e *encoder)) []byte {
+	e := encoder{b: make([]byte, 0, 96)}
+	e.u8(valueVersion)
+	body(&e)
+	return e.b
+}
+
+func valueDecoder(b []byte, what string) (*decoder, error) {
+	d := &decoder{b: b}
+	if v := d.u8(); d.err == nil && v != valueVersion {
+		return nil, fmt.Errorf("%w %s: unknown value version %d", errDecode, what, v)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%s: %w", what, d.err)
+	}
+	return d, nil
+}
+
+func decodeValue[T any](b []byte, what string, read func(d *decoder) T) (T, error) {
+	var zero T
+	d, err := valueDecoder(b, what)
+	if err != nil {
+		return zero, err
+	}
+	v := read(d)
+	if err := d.end(); err != nil {
+		return zero, fmt.Errorf("%s: %w (%w)", what, err, model.ErrCorrupt)
+	}
+	return v, nil
+}
+
+func encTenant(t model.Tenant) []byte {
+	return encodeValue(func(e *encoder) { e.tenant(t) })
+}
+func decTenant(b []byte) (model.Tenant, error) {
+	return decodeValue(b, "tenant", (*decoder).tenant)
+}
+func encCamera(c storedCamera) []byte {
+	return encodeValue(func(e *encoder) { e.camera(c) })
+}
+func decCamera(b []byte) (storedCamera, error) {
+	return decodeValue(b, "camera", (*decoder).camera)
+}
+func encSegment(s model.Segment) []byte {
+	return encodeValue(func(e *encoder) { e.segment(s) })
+}
+func decSegment(b []byte) (model.Segment, error) {
+	return decodeValue(b, "segment", (*decoder).segment)
+}
+func encOutage(o model.Outage) []byte {
+	return encodeValue(func(e *encoder) { e.outage(o) })
+}
+func decOutage(b []byte) (model.Outage, error) {
+	return decodeValue(b, "outage", (*decoder).outage)
+}
+func encDeletion(x model.Deletion) []byte {
+	return encodeValue(func(e *encoder) { e.deletion(x) })
+}
+func decDeletion(b []byte) (model.Deletion, error) {
+	return decodeValue(b, "deletion", (*decoder).deletion)
+}
+func encAssignment(a model.Assignment) []byte {
+	return encodeValue(func(e *encoder) { e.assignment(a) })
+}
+func decAssignment(b []byte) (model.Assignment, error) {
+	return decodeValue(b, "assignment", (*decoder).assignment)
+}
+func encDuration(d time.Duration) []byte {
+	return encodeValue(func(e *encoder) { e.dur(d) })
+}
+func decDuration(b []byte) (time.Duration, error) {
+	return decodeValue(b, "duration", (*decoder).dur)
+}
+
+// ---- commands (raft log entries) ----
+
+// commandVersion is the first byte of every command in the raft log.
+const commandVersion = 1
+
+type op byte
+
+const (
+	opCreateTenant op = iota + 1
+	opUpdateTenant
+	opDeleteTenant
+	opCreateCameras
+	opUpdateCamera
+	opDeleteCamera
+	opAssign
+	opCommitSegment
+	opDeleteSegments
+	opRecordOutage
+	opMax // first unused value
+)
+
+func (o op) String() string {
+	switch o {
+	case opCreateTenant:
+		return "create-tenant"
+	case opUpdateTenant:
+		return "update-tenant"
+	case opDeleteTenant:
+		return "delete-tenant"
+	case opCreateCameras:
+		return "create-cameras"
+	case opUpdateCamera:
+		return "update-camera"
+	case opDeleteCamera:
+		return "delete-camera"
+	case opAssign:
+		return "assign"
+	case opCommitSegment:
+		return "commit-segment"
+	case opDeleteSegments:
+		return "delete-segments"
+	case opRecordOutage:
+		return "record-outage"
+	}
+	return fmt.Sprintf("op(%d)", byte(o))
+}
+
+// command is one state change. Only the fields of its Op are encoded. Everything the FSM
+// needs (timestamps, sealed passwords) is inside: applying it reads nothing else but the
+// store.
+type command struct {
+	Op         op
+	Tenant     model.Tenant      // create/update tenant
+	TenantID   model.TenantID    // delete tenant
+	Cameras    []storedCamera    // create cameras (n), update camera (1)
+	CameraID   model.CameraID    // delete camera, assign
+	Node       model.NodeID      // assign
+	Segment    model.Segment     // commit segment
+	SegmentIDs []model.SegmentID // delete segments
+	Reason     string            // delete segments
+	At         time.Time         // delete segments, delete camera: when (set caller-side)
+	Outage     model.Outage      // record outage
+}
+
+func encodeCommand(c command) []byte {
+	e := encoder{b: make([]byte, 0, 128)}
+	e.u8(commandVersion)
+	e.u8(byte(c.Op))
+	switch c.Op {
+	case opCreateTenant, opUpdateTenant:
+		e.tenant(c.Tenant)
+	case opDeleteTenant:
+		e.str(string(c.TenantID))
+	case opCreateCameras, opUpdateCamera:
+		e.uvarint(uint64(len(c.Cameras)))
+		for _, cam := range c.Cameras {
+			e.camera(cam)
+		}
+	case opDeleteCamera:
+		e.str(string(c.CameraID))
+		e.time(c.At)
+	case opAssign:
+		e.str(string(c.CameraID))
+		e.str(string(c.Node))
+	case opCommitSegment:
+		e.segment(c.Segment)
+	case opDeleteSegments:
+		e.uvarint(uint64(len(c.SegmentIDs)))
+		for _, id := range c.SegmentIDs {
+			e.str(string(id))
+		}
+		e.str(c.Reason)
+		e.time(c.At)
+	case opRecordOutage:
+		e.outage(c.Outage)
+	}
+	return e.b
+}
+
+// decodeCommand parses a raft log entry. It never panics; any malformed input is an
+// error wrapping errDecode.
+func decodeCommand(b []byte) (command, error) {
+	d := &decoder{b: b}
+	v := d.u8()
+	if d.err != nil {
+		return command{}, d.err
+	}
+	if v != commandVersion {
+		return command{}, fmt.Errorf("%w: unknown command version %d", errDecode, v)
+	}
+	c := command{Op: op(d.u8())}
+	switch c.Op {
+	case opCreateTenant, opUpdateTenant:
+		c.Tenant = d.tenant()
+	case opDeleteTenant:
+		c.TenantID = model.TenantID(d.str())
+	case opCreateCameras, opUpdateCamera:
+		n := d.listLen(15) // an encoded camera takes at least 15 bytes
+		if n > 0 {
+			c.Cameras = make([]storedCamera, n)
+			for i := range c.Cameras {
+				c.Cameras[i] = d.camera()
+			}
+		}
+		if d.err == nil && c.Op == opUpdateCamera && n != 1 {
+			d.fail("update-camera needs exactly one camera")
+		}
+	case opDeleteCamera:
+		c.CameraID = model.CameraID(d.str())
+		c.At = d.time()
+	case opAssign:
+		c.CameraID = model.CameraID(d.str())
+		c.Node = model.NodeID(d.str())
+	case opCommitSegment:
+		c.Segment = d.segment()
+	case opDeleteSegments:
+		n := d.listLen(1)
+		if n > 0 {
+			c.SegmentIDs = make([]model.SegmentID, n)
+			for i := range c.SegmentIDs {
+				c.SegmentIDs[i] = model.SegmentID(d.str())
+			}
+		}
+		c.Reason = d.str()
+		c.At = d.time()
+	case opRecordOutage:
+		c.Outage = d.outage()
+	default:
+		if d.err == nil {
+			return command{}, fmt.Errorf("%w: unknown command op %d", errDecode, byte(c.Op))
+		}
+	}
+	if err := d.end(); err != nil {
+		return command{}, fmt.Errorf("command %s: %w", c.Op, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"sort"
+	"time"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// SpanMergeGap is the largest hole between two pieces of footage that still counts as one
+// span: fragments are about 1 s long, so a hole shorter than this is jitter at a segment
+// boundary, not a gap an operator should see.
+const SpanMergeGap = 1500 * time.Millisecond
+
+// DeletionRetention is the model.Deletion reason of segments removed by retention.
+const DeletionRetention = "retention"
+
+// Span is a stretch of recorded footage.
+type Span struct {
+	Start, End time.Time
+	// Bytes is the footage in the span; a segment partly inside counts pro rata.
+	Bytes int64
+}
+
+// Gap is a stretch without footage, with the reason.
+type Gap struct {
+	Start, End time.Time
+	Cause      model.GapCause
+	Detail     string
+}
+
+// Timeline is what was recorded of a camera in [Start, End), and why the rest was not.
+type Timeline struct {
+	Start, End time.Time
+	Spans      []Span
+	Gaps       []Gap
+}
+
+// TimelineInput is everything BuildTimeline needs; the gateway fills it from Recordings.
+type TimelineInput struct {
+	Camera     model.Camera
+	Start, End time.Time
+	// Now stops the timeline: when End is later, the timeline (and its trailing gap) ends
+	// at Now. Zero means no limit.
+	Now       time.Time
+	Segments  []model.Segment
+	Outages   []model.Outage
+	Deletions []model.Deletion
+}
+
+// BuildTimeline merges segments into spans and explains the gaps between them. It is a
+// pure function of its input.
+//
+// Spans: overlapping segments (a critical camera recorded twice, footage reconciled after
+// a partition) are counted once; pieces less than SpanMergeGap apart are one span. Spans
+// are clipped to [Start, End).
+//
+// Gaps, in order of precedence for each instant: an Outage covering it gives its cause
+// and detail; a Deletion with reason "retention" gives GapRetention (another reason gives
+// GapUnknown with the reason as detail); before the camera was created, or when its
+// recording policy is off, GapNoRecordingPolicy; else GapUnknown. Adjacent pieces with the
+// same cause and detail are one gap.
+func BuildTimeline(in TimelineInput) Timeline {
+	end := in.End
+	if !in.Now.IsZero() && in.Now.Before(end) {
+		end = in.Now
+	}
+	tl := Timeline{Start: in.Start, End: end}
+	if !in.Start.Before(end) {
+		tl.End = in.Start
+		return tl
+	}
+
+	segs := append([]model.Segment(nil), in.Segments...)
+	sort.SliceStable(segs, func(i, j int) bool { return segs[i].Start.Before(segs[j].Start) })
+	for _, sg := range segs {
+		s, e := maxTime(sg.Start, in.Start), minTime(sg.End, end)
+		if !s.Before(e) {
+			continue
+		}
+		dur := sg.End.Sub(sg.Start)
+		share := func(d time.Duration) int64 {
+			if d <= 0 || dur <= 0 {
+				return 0
+			}
+			return int64(float64(sg.Bytes) * float64(d) / float64(dur))
+		}
+		if n := len(tl.Spans); n > 0 && s.Sub(tl.Spans[n-1].End) < SpanMergeGap {
+			last := &tl.Spans[n-1]
+			if e.After(last.End) {
+				last.Bytes += share(e.Sub(maxTime(s, last.End)))
+				last.End = e
+			}
+			continue
+		}
+		tl.Spans = append(tl.Spans, Span{Start: s, End: e, Bytes: share(e.Sub(s))})
+	}
+
+	cursor := in.Start
+	for _, sp := range tl.Spans {
+		if sp.Start.After(cursor) {
+			tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, sp.Start)...)
+		}
+		cursor = sp.End
+	}
+	if cursor.Before(end) {
+		tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, end)...)
+	}
+	return tl
+}
+
+type gapLabel struct {
+	start, end time.Time
+	cause      model.GapCause
+	detail     string
+}
+
+// explainGap splits [a, b) into gaps by cause.
+func explainGap(in TimelineInput, end, a, b time.Time) []Gap {
+	var labels []gapLabel
+	for _, o := range in.Outages {
+		oe := o.End
+		if oe.IsZero() {
+			oe = end
+		}
+		cause := o.Cause
+		if cause == "" {
+			cause = model.GapUnknown
+		}
+		labels = append(labels, gapLabel{o.Start, oe, cause, o.Detail})
+	}
+	for _, d := range in.Deletions {
+		if d.Reason == DeletionRetention {
+			labels = append(labels, gapLabel{d.Start, d.End, model.GapRetention, "deleted at the end of the retention period"})
+		} else {
+			labels = append(labels, gapLabel{d.Start, d.End, model.GapUnknown, "deleted: " + d.Reason})
+		}
+	}
+	if c := in.Camera.CreatedAt; !c.IsZero() {
+		labels = append(labels, gapLabel{a, c, model.GapNoRecordingPolicy, "camera not registered yet"})
+	}
+	fallback := gapLabel{a, b, model.GapUnknown, ""}
+	if in.Camera.Recording == model.RecordOff {
+		fallback = gapLabel{a, b, model.GapNoRecordingPolicy, "recording is off"}
+	}
+
+	cuts := []time.Time{a, b}
+	for _, l := range labels {
+		for _, t := range []time.Time{l.start, l.end} {
+			if t.After(a) && t.Before(b) {
+				cuts = append(cuts, t)
+			}
+		}
+	}
+	sort.Slice(cuts, func(i, j int) bool { return cuts[i].Before(cuts[j]) })
+
+	var gaps []Gap
+	for i := 0; i+1 < len(cuts); i++ {
+		p, q := cuts[i], cuts[i+1]
+		if !p.Before(q) {
+			continue
+		}
+		l := fallback
+		for _, c := range labels {
+			if !c.start.After(p) && !c.end.Before(q) {
+				l = c
+				break
+			}
+		}
+		if n := len(gaps); n > 0 && gaps[n-1].Cause == l.cause && gaps[n-1].Detail == l.detail && gaps[n-1].End.Equal(p) {
+			gaps[n-1].End = q
+			continue
+		}
+		gaps = append(gaps, Gap{Start: p, End: q, Cause: l.cause, Detail: l.detail})
+	}
+	return gaps
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

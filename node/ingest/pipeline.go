@@ -1,0 +1,545 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtplpcm"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpsimpleaudio"
+	"github.com/bluenviron/gortsplib/v4/pkg/rtptime"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/g711"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+	"github.com/pion/rtp"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// ErrNoVideo: the stream offers no H.264 or H.265 video track Vigie can record.
+var ErrNoVideo = errors.New("no supported video track (H264 or H265)")
+
+const maxAudioTracks = 4
+
+type audioKind int
+
+const (
+	audioAAC audioKind = iota + 1
+	audioG711
+	audioOpus
+	audioLPCM
+)
+
+// selection is the result of choosing, in a session description, the tracks to record.
+type selection struct {
+	videoMedia  *description.Media
+	videoFormat format.Format
+	audio       []audioChoice
+	// skipped lists what was offered but will not be recorded, e.g. "MJPEG (video)".
+	skipped []string
+}
+
+type audioChoice struct {
+	media  *description.Media
+	format format.Format
+	kind   audioKind
+}
+
+// medias returns the medias to SETUP.
+func (s *selection) medias() []*description.Media {
+	m := []*description.Media{s.videoMedia}
+	for _, a := range s.audio {
+		m = append(m, a.media)
+	}
+	return m
+}
+
+// selectTracks picks the first usable H.264/H.265 format and every supported audio
+// format (MPEG-4 audio, G.711, Opus, LPCM; one per media). It never fails because of audio.
+func selectTracks(desc *description.Session) (selection, error) {
+	var sel selection
+	if desc == nil {
+		return sel, fmt.Errorf("%w: empty session description", ErrNoVideo)
+	}
+	for _, medi := range desc.Medias {
+		if medi == nil {
+			continue
+		}
+		used := false
+		for _, forma := range medi.Formats {
+			if forma == nil {
+				continue
+			}
+			name := fmt.Sprintf("%s (%s)", forma.Codec(), medi.Type)
+			if used {
+				sel.skipped = append(sel.skipped, name)
+				continue
+			}
+			switch f := forma.(type) {
+			case *format.H264:
+				if sel.videoFormat == nil && f.PacketizationMode < 2 {
+					sel.videoMedia, sel.videoFormat, used = medi, f, true
+				}
+			case *format.H265:
+				if sel.videoFormat == nil && f.MaxDONDiff == 0 {
+					sel.videoMedia, sel.videoFormat, used = medi, f, true
+				}
+			case *format.MPEG4Audio:
+				if f.Config != nil && f.Config.SampleRate > 0 && f.Config.ChannelCount > 0 &&
+					f.SizeLength > 0 && len(sel.audio) < maxAudioTracks {
+					sel.audio = append(sel.audio, audioChoice{medi, f, audioAAC})
+					used = true
+				}
+			case *format.G711:
+				if f.SampleRate > 0 && f.ChannelCount > 0 && f.ChannelCount <= 8 && len(sel.audio) < maxAudioTracks {
+					sel.audio = append(sel.audio, audioChoice{medi, f, audioG711})
+					used = true
+				}
+			case *format.Opus:
+				if f.ChannelCount > 0 && f.ChannelCount <= 8 && len(sel.audio) < maxAudioTracks {
+					sel.audio = append(sel.audio, audioChoice{medi, f, audioOpus})
+					used = true
+				}
+			case *format.LPCM:
+				if (f.BitDepth == 16 || f.BitDepth == 24) && f.SampleRate > 0 && f.ChannelCount > 0 &&
+					f.ChannelCount <= 8 && len(sel.audio) < maxAudioTracks {
+					sel.audio = append(sel.audio, audioChoice{medi, f, audioLPCM})
+					used = true
+				}
+			}
+			if !used {
+				sel.skipped = append(sel.skipped, name)
+			}
+		}
+	}
+	if sel.videoFormat == nil {
+		offered := "nothing"
+		if len(sel.skipped) > 0 || len(sel.audio) > 0 {
+			var names []string
+			for _, a := range sel.audio {
+				names = append(names, fmt.Sprintf("%s (%s)", a.format.Codec(), a.media.Type))
+			}
+			names = append(names, sel.skipped...)
+			offered = strings.Join(names, ", ")
+		}
+		return sel, fmt.Errorf("%w: the stream offers %s", ErrNoVideo, offered)
+	}
+	return sel, nil
+}
+
+// pipelineConfig configures a pipeline.
+type pipelineConfig struct {
+	Sink        Sink
+	Health      *health
+	Logger      *slog.Logger
+	FragmentMax time.Duration
+	// NTP returns the absolute time of a packet from the RTCP sender reports; nil or
+	// ok=false means "use the receive time".
+	NTP func(*description.Media, *rtp.Packet) (time.Time, bool)
+	// Now returns the receive time (time.Now when nil).
+	Now func() time.Time
+	// OnFail is called once, under the pipeline's lock, with the first fatal error (a sink
+	// failure). It must not block.
+	OnFail func(error)
+}
+
+// pipeline is the per-session path RTP packet → access unit → segmenter → Sink. It needs
+// no network: tests, fuzzers and benchmarks feed it packets directly. Packets of different
+// tracks may arrive from different goroutines (RTSP over UDP); a mutex serialises them.
+type pipeline struct {
+	cfg     pipelineConfig
+	log     *slog.Logger
+	mu      sync.Mutex
+	timeDec *rtptime.GlobalDecoder2
+	seg     *segmenter
+	video   videoIn
+	audio   []*audioIn
+	err     error // sticky: the first sink error
+	once    map[string]bool
+
+	anchorSet  bool
+	anchorWall time.Time
+	anchorPTS  int64
+}
+
+type videoIn struct {
+	media  *description.Media
+	format format.Format
+	decode func(*rtp.Packet) ([][]byte, error)
+	params videoParams
+
+	h264DTS  *h264.DTSExtractor
+	h265DTS  *h265.DTSExtractor
+	dtsGen   uint64
+	dtsReady bool
+	haveDTS  bool
+	prevDTS  int64
+
+	havePrev   bool
+	prevTS     uint32
+	prevMarker bool
+	prevPTS    int64
+	prevPTSOK  bool
+}
+
+type audioIn struct {
+	media   *description.Media
+	format  format.Format
+	kind    audioKind
+	index   int
+	aac     *rtpmpeg4audio.Decoder
+	simple  *rtpsimpleaudio.Decoder
+	lpcm    *rtplpcm.Decoder
+	spau    int64 // AAC samples per access unit
+	mulaw   bool
+	scratch []byte
+}
+
+var (
+	mulawTable = g711Table(true)
+	alawTable  = g711Table(false)
+)
+
+func g711Table(mu bool) (t [256][2]byte) {
+	for i := 0; i < 256; i++ {
+		in := []byte{byte(i)}
+		var out []byte
+		if mu {
+			var m g711.Mulaw
+			m.Unmarshal(in)
+			out = m
+		} else {
+			var a g711.Alaw
+			a.Unmarshal(in)
+			out = a
+		}
+		t[i] = [2]byte{out[0], out[1]}
+	}
+	return t
+}
+
+// newPipeline builds the pipeline for a session description. The error wraps ErrNoVideo
+// when nothing can be recorded.
+func newPipeline(desc *description.Session, cfg pipelineConfig) (*pipeline, *selection, error) {
+	sel, err := selectTracks(desc)
+	if err != nil {
+		return nil, &sel, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Health == nil {
+		cfg.Health = newHealth("", model.CameraConnecting)
+	}
+	p := &pipeline{cfg: cfg, log: cfg.Logger, timeDec: &rtptime.GlobalDecoder2{}, once: map[string]bool{}}
+	p.timeDec.Initialize()
+	p.video.media, p.video.format = sel.videoMedia, sel.videoFormat
+	switch f := sel.videoFormat.(type) {
+	case *format.H264:
+		d, err := f.CreateDecoder()
+		if err != nil {
+			return nil, &sel, fmt.Errorf("%w: H264: %v", ErrNoVideo, err)
+		}
+		p.video.decode = d.Decode
+		p.video.params.codec = codecH264
+		sps, pps := f.SafeParams()
+		p.adoptSDPParams(nil, sps, pps)
+	case *format.H265:
+		d, err := f.CreateDecoder()
+		if err != nil {
+			return nil, &sel, fmt.Errorf("%w: H265: %v", ErrNoVideo, err)
+		}
+		p.video.decode = d.Decode
+		p.video.params.codec = codecH265
+		vps, sps, pps := f.SafeParams()
+		p.adoptSDPParams(vps, sps, pps)
+	}
+	p.seg = newSegmenter(cfg.Sink, cfg.Health, cfg.FragmentMax, &p.video.params)
+	kept := sel.audio[:0]
+	for _, a := range sel.audio {
+		in := &audioIn{media: a.media, format: a.format, kind: a.kind}
+		var codec fmp4.Codec
+		var name string
+		var err error
+		switch f := a.format.(type) {
+		case *format.MPEG4Audio:
+			in.aac, err = f.CreateDecoder()
+			codec, name = &fmp4.CodecMPEG4Audio{Config: *f.Config}, "MPEG-4 audio"
+			in.spau = 1024
+			if f.Config.FrameLengthFlag {
+				in.spau = 960
+			}
+		case *format.G711:
+			in.lpcm, err = f.CreateDecoder()
+			in.mulaw = f.MULaw
+			codec = &fmp4.CodecLPCM{BitDepth: 16, SampleRate: f.SampleRate, ChannelCount: f.ChannelCount}
+			name = "G711 (as LPCM)"
+		case *format.Opus:
+			in.simple, err = f.CreateDecoder()
+			codec, name = &fmp4.CodecOpus{ChannelCount: f.ChannelCount}, "Opus"
+		case *format.LPCM:
+			in.lpcm, err = f.CreateDecoder()
+			codec = &fmp4.CodecLPCM{BitDepth: f.BitDepth, SampleRate: f.SampleRate, ChannelCount: f.ChannelCount}
+			name = "LPCM"
+		}
+		if err != nil || codec == nil {
+			sel.skipped = append(sel.skipped, fmt.Sprintf("%s (audio: %v)", a.format.Codec(), err))
+			continue
+		}
+		in.index = p.seg.addAudio(codec, a.format.ClockRate(), name)
+		p.audio = append(p.audio, in)
+		kept = append(kept, a)
+	}
+	sel.audio = kept
+	if len(sel.skipped) > 0 {
+		p.log.Info("tracks not recorded", slog.String("tracks", strings.Join(sel.skipped, ", ")))
+	}
+	return p, &sel, nil
+}
+
+func (p *pipeline) adoptSDPParams(vps, sps, pps []byte) {
+	vp := &p.video.params
+	if vps != nil {
+		if err := vp.setVPS(vps); err != nil {
+			p.logOnce("sdp-vps", "ignoring the VPS of the SDP", err)
+		}
+	}
+	if sps != nil {
+		if err := vp.setSPS(sps); err != nil {
+			p.logOnce("sdp-sps", "ignoring the SPS of the SDP", err)
+		}
+	}
+	if pps != nil {
+		if err := vp.setPPS(pps); err != nil {
+			p.logOnce("sdp-pps", "ignoring the PPS of the SDP", err)
+		}
+	}
+}
+
+// logOnce logs a problem the first time it happens in this session.
+func (p *pipeline) logOnce(key, msg string, err error) {
+	if p.once[key] {
+		return
+	}
+	p.once[key] = true
+	p.log.Warn(msg, slog.Any("error", err))
+}
+
+// handle routes a packet of media/format to its track. Unknown formats are ignored.
+func (p *pipeline) handle(medi *description.Media, forma format.Format, pkt *rtp.Packet) {
+	if forma == p.video.format {
+		p.handleVideo(pkt)
+		return
+	}
+	for _, a := range p.audio {
+		if forma == a.format {
+			p.handleAudio(a, pkt)
+			return
+		}
+	}
+}
+
+func (p *pipeline) handleVideo(pkt *rtp.Packet) {
+	p.cfg.Health.packets.Add(1)
+	v := &p.video
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return
+	}
+	pts, ptsOK := p.timeDec.Decode(v.format, pkt)
+	au, err := v.decode(pkt)
+
+	auPTS, auOK := pts, ptsOK
+	if v.havePrev && !v.prevMarker && pkt.Timestamp != v.prevTS {
+		// the decoder returned the previous access unit because the timestamp changed
+		auPTS, auOK = v.prevPTS, v.prevPTSOK
+	}
+	v.havePrev, v.prevTS, v.prevMarker, v.prevPTS, v.prevPTSOK = true, pkt.Timestamp, pkt.Marker, pts, ptsOK
+
+	if err != nil {
+		if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) &&
+			!errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) {
+			p.logOnce("video-rtp", "dropping malformed video RTP packets", err)
+		}
+		return
+	}
+	if !auOK || len(au) == 0 {
+		return
+	}
+	au, info, perr := v.params.scanAU(au)
+	if perr != nil {
+		p.logOnce("video-params", "ignoring a malformed in-band parameter set", perr)
+	}
+	if !info.hasPicture {
+		return
+	}
+	now := p.cfg.Now()
+	p.cfg.Health.lastFrame.Store(now.UnixNano())
+	dts := p.dts(au, info, auPTS)
+	wall := p.wallClock(pkt, pts, auPTS, now)
+	if err := p.seg.writeVideo(au, info, auPTS, dts, wall); err != nil {
+		p.fail(err)
+	}
+}
+
+// dts returns the decode timestamp of an access unit: the DTS extractor's answer when it
+// has one, else the PTS; always strictly increasing.
+func (p *pipeline) dts(au [][]byte, info auInfo, pts int64) int64 {
+	v := &p.video
+	if !v.dtsReady || v.dtsGen != v.params.gen {
+		v.dtsReady = false
+		if info.randomAccess && v.params.ready() {
+			// prime a fresh extractor with the parameter sets (it reads them from AUs only)
+			prime := [][]byte{v.params.sps, v.params.pps}
+			if v.params.codec == codecH265 {
+				prime = [][]byte{v.params.vps, v.params.sps, v.params.pps}
+				v.h265DTS = &h265.DTSExtractor{}
+				v.h265DTS.Initialize()
+				v.h265DTS.Extract(prime, pts) //nolint:errcheck // only primes the parameter sets
+			} else {
+				v.h264DTS = &h264.DTSExtractor{}
+				v.h264DTS.Initialize()
+				v.h264DTS.Extract(prime, pts) //nolint:errcheck // only primes the parameter sets
+			}
+			v.dtsReady, v.dtsGen = true, v.params.gen
+		}
+	}
+	dts := pts
+	if v.dtsReady {
+		var err error
+		var d int64
+		if v.params.codec == codecH265 {
+			d, err = v.h265DTS.Extract(au, pts)
+		} else {
+			d, err = v.h264DTS.Extract(au, pts)
+		}
+		if err != nil {
+			p.logOnce("dts", "cannot compute DTS, using PTS", err)
+			v.dtsReady = false // re-primed at the next random access point
+		} else {
+			dts = d
+		}
+	}
+	if v.haveDTS && dts <= v.prevDTS {
+		dts = v.prevDTS + 1
+	}
+	v.haveDTS, v.prevDTS = true, dts
+	return dts
+}
+
+// wallClock returns the absolute time of an access unit: from the RTCP sender reports when
+// the sender sends them, else the receive time of the first frame plus PTS progression
+// (re-anchored when the two drift apart by more than 5 s).
+func (p *pipeline) wallClock(pkt *rtp.Packet, pktPTS, auPTS int64, now time.Time) time.Time {
+	if p.cfg.NTP != nil {
+		if ntp, ok := p.cfg.NTP(p.video.media, pkt); ok {
+			return ntp.Add(-ticksToDuration(pktPTS-auPTS, videoTimescale))
+		}
+	}
+	if p.anchorSet {
+		w := p.anchorWall.Add(ticksToDuration(auPTS-p.anchorPTS, videoTimescale))
+		if d := now.Sub(w); d < 5*time.Second && d > -5*time.Second {
+			return w
+		}
+	}
+	p.anchorSet, p.anchorWall, p.anchorPTS = true, now, auPTS
+	return now
+}
+
+func (p *pipeline) handleAudio(a *audioIn, pkt *rtp.Packet) {
+	p.cfg.Health.packets.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return
+	}
+	pts, ok := p.timeDec.Decode(a.format, pkt)
+	switch a.kind {
+	case audioAAC:
+		aus, err := a.aac.Decode(pkt)
+		if err != nil {
+			if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {
+				p.logOnce("audio", "dropping malformed audio packets", err)
+			}
+			return
+		}
+		if !ok {
+			return
+		}
+		for i, au := range aus {
+			p.seg.writeAudio(a.index, au, pts+int64(i)*a.spau)
+		}
+	case audioOpus:
+		frame, err := a.simple.Decode(pkt)
+		if err != nil {
+			p.logOnce("audio", "dropping malformed audio packets", err)
+			return
+		}
+		if ok {
+			p.seg.writeAudio(a.index, frame, pts)
+		}
+	case audioG711, audioLPCM:
+		raw, err := a.lpcm.Decode(pkt)
+		if err != nil {
+			p.logOnce("audio", "dropping malformed audio packets", err)
+			return
+		}
+		if !ok {
+			return
+		}
+		if a.kind == audioG711 {
+			tbl := &alawTable
+			if a.mulaw {
+				tbl = &mulawTable
+			}
+			a.scratch = a.scratch[:0]
+			for _, b := range raw {
+				a.scratch = append(a.scratch, tbl[b][0], tbl[b][1])
+			}
+			raw = a.scratch
+		}
+		p.seg.writeAudio(a.index, raw, pts)
+	}
+}
+
+func (p *pipeline) fail(err error) {
+	if p.err == nil {
+		p.err = err
+		if p.cfg.OnFail != nil {
+			p.cfg.OnFail(err)
+		}
+	}
+}
+
+// Err returns the first fatal error (a sink failure), if any.
+func (p *pipeline) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// close flushes the fragment in progress (end of session).
+func (p *pipeline) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.seg.close(); err != nil {
+		p.fail(err)
+	}
+	return p.err
+}

@@ -1,0 +1,73 @@
+package node
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigie-vms/vigie/gateway"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// healthCollector exports the health of every camera this node records as Prometheus
+// metrics, read at scrape time (nothing is updated on the ingest hot path).
+type healthCollector struct {
+	cams *cameraManager
+
+	up, fps, bitrate, keyint, lastFrame, received, lost, reconnects *prometheus.Desc
+}
+
+func newHealthCollector(cams *cameraManager) *healthCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("vigie_camera_"+name, help, []string{"camera"}, nil)
+	}
+	return &healthCollector{
+		cams:       cams,
+		up:         d("recording", "1 when the camera is being recorded, 0 otherwise."),
+		fps:        d("fps", "Frames per second received."),
+		bitrate:    d("bitrate_bits_per_second", "Bitrate received."),
+		keyint:     d("keyframe_interval_seconds", "Time between keyframes."),
+		lastFrame:  d("last_frame_timestamp_seconds", "Wall time of the last frame received."),
+		received:   d("rtp_packets_received_total", "RTP packets received."),
+		lost:       d("rtp_packets_lost_total", "RTP packets lost."),
+		reconnects: d("reconnects_total", "Reconnections to the camera."),
+	}
+}
+
+func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.up, c.fps, c.bitrate, c.keyint, c.lastFrame, c.received, c.lost, c.reconnects} {
+		ch <- d
+	}
+}
+
+func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, h := range c.cams.healthSnapshot() {
+		cam := string(h.Camera)
+		up := 0.0
+		if h.State == model.CameraRecording {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, cam)
+		ch <- prometheus.MustNewConstMetric(c.fps, prometheus.GaugeValue, h.FPS, cam)
+		ch <- prometheus.MustNewConstMetric(c.bitrate, prometheus.GaugeValue, h.BitrateBps, cam)
+		ch <- prometheus.MustNewConstMetric(c.keyint, prometheus.GaugeValue, h.KeyframeInterval.Seconds(), cam)
+		if !h.LastFrame.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.lastFrame, prometheus.GaugeValue, float64(h.LastFrame.UnixNano())/1e9, cam)
+		}
+		ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(h.PacketsReceived), cam)
+		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(h.PacketsLost), cam)
+		ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(h.Reconnects), cam)
+	}
+}
+
+// configureGateway adds what the gateway serves for the node beyond the API: the
+// Prometheus metrics of this node (Go runtime, process, camera health).
+func configureGateway(cfg *gateway.Config, n *Node) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams))
+	cfg.Handlers = map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	cfg.Version = version
+}

@@ -1,0 +1,235 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/vigie-vms/vigie/cluster"
+	"github.com/vigie-vms/vigie/gateway"
+	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/ingest"
+	"github.com/vigie-vms/vigie/storage"
+)
+
+// version is reported by the cluster status; the binary sets it with SetVersion.
+var version = "dev"
+
+// SetVersion sets the version the node reports.
+func SetVersion(v string) { version = v }
+
+// Node is one running Vigie node.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	store *storage.Store
+	clu   *cluster.Cluster
+	gw    *gateway.Gateway
+	push  *ingest.Server
+	cams  *cameraManager
+	comm  *committer
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New checks the configuration and prepares a node; Start runs it.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = cfg.Logger()
+	}
+	return &Node{cfg: cfg, log: log.With(slog.String("node", cfg.NodeID))}, nil
+}
+
+// Start brings the node up, in this order:
+//  1. the local store, whose startup check repairs what a crash left half-written;
+//  2. the cluster (Raft + catalog), waiting until it has a leader;
+//  3. reconciliation of local segments with the catalog (segments sealed by the startup
+//     check are committed; the time the node was down is recorded as an outage);
+//  4. the gateway (API and media), so the node answers while cameras connect;
+//  5. the RTSP server for pushed cameras, then the camera manager that starts recorders;
+//  6. background work: retention.
+//
+// On error, whatever was started is closed again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	key, err := loadOrCreateKey(filepath.Join(n.cfg.DataDir, "secret.key"))
+	if err != nil {
+		return err
+	}
+
+	scfg := storage.DefaultConfig()
+	scfg.Dir = filepath.Join(n.cfg.DataDir, "segments")
+	scfg.NodeID = model.NodeID(n.cfg.NodeID)
+	scfg.Logger = n.log.With(slog.String("component", "storage"))
+	scfg.NoSync = n.cfg.NoSync
+	if n.store, err = storage.Open(scfg); err != nil {
+		return fmt.Errorf("open storage: %w", err)
+	}
+	if rep := n.store.RecoveryReport(); rep.String() != "" {
+		n.log.Warn("startup check repaired storage", slog.String("report", rep.String()))
+	}
+
+	ccfg := cluster.DefaultConfig()
+	ccfg.NodeID = model.NodeID(n.cfg.NodeID)
+	ccfg.Dir = filepath.Join(n.cfg.DataDir, "cluster")
+	ccfg.RaftAddr = n.cfg.RaftAddr
+	ccfg.Bootstrap = true
+	ccfg.SecretKey = key
+	ccfg.Logger = n.log.With(slog.String("component", "cluster"))
+	if n.clu, err = cluster.Open(ccfg); err != nil {
+		return fmt.Errorf("open cluster: %w", err)
+	}
+	waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+	err = n.clu.WaitLeader(waitCtx)
+	cancelWait()
+	if err != nil {
+		return fmt.Errorf("cluster: no leader: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.comm = newCommitter(n.clu, n.log.With(slog.String("component", "committer")))
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.comm.run(runCtx) }()
+
+	started := time.Now()
+	if err := n.reconcile(ctx, started); err != nil {
+		return fmt.Errorf("reconcile storage with catalog: %w", err)
+	}
+
+	n.cams = newCameraManager(n)
+	gcfg := gateway.DefaultConfig()
+	gcfg.HTTPAddr = n.cfg.HTTPAddr
+	gcfg.GRPCAddr = n.cfg.GRPCAddr
+	gcfg.Logger = n.log.With(slog.String("component", "gateway"))
+	gcfg.Catalog = n.clu
+	gcfg.Recordings = &recordings{clu: n.clu, store: n.store}
+	gcfg.Health = n.cams
+	gcfg.Cluster = n.clu
+	configureGateway(&gcfg, n)
+	if n.gw, err = gateway.New(gcfg); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if err := n.gw.Start(runCtx); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+
+	if n.cfg.RTSPAddr != "" {
+		icfg := ingest.ServerConfig{
+			Addr:        n.cfg.RTSPAddr,
+			Logger:      n.log.With(slog.String("component", "rtsp")),
+			FragmentMax: n.cfg.FragmentMax,
+			Publisher:   n.cams.publisher,
+		}
+		if n.push, err = ingest.NewServer(icfg); err != nil {
+			return fmt.Errorf("rtsp server: %w", err)
+		}
+		if err := n.push.Start(); err != nil {
+			return fmt.Errorf("rtsp server on %s: %w", n.cfg.RTSPAddr, err)
+		}
+	}
+
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.cams.run(runCtx) }()
+	go func() { defer n.wg.Done(); n.runRetention(runCtx) }()
+	n.log.Info("node started",
+		slog.String("http", "http://"+n.HTTPAddr()),
+		slog.String("grpc", n.GRPCAddr()),
+		slog.String("rtsp", n.cfg.RTSPAddr),
+		slog.String("data_dir", n.cfg.DataDir))
+	return nil
+}
+
+// HTTPAddr is the bound address of the REST/media listener.
+func (n *Node) HTTPAddr() string {
+	if n.gw == nil {
+		return n.cfg.HTTPAddr
+	}
+	return n.gw.HTTPAddr()
+}
+
+// GRPCAddr is the bound address of the gRPC listener.
+func (n *Node) GRPCAddr() string {
+	if n.gw == nil {
+		return n.cfg.GRPCAddr
+	}
+	return n.gw.GRPCAddr()
+}
+
+// Cluster gives access to the catalog (tools and tests register tenants and cameras).
+func (n *Node) Cluster() *cluster.Cluster { return n.clu }
+
+// Close stops the node, in the reverse order of Start: recorders first (their open
+// segments are sealed and queued for commit), then the committer drains, then the RTSP
+// server, the gateway, the cluster and last the store. It is safe to call more than once.
+func (n *Node) Close() error {
+	var errs []error
+	if n.cams != nil {
+		n.cams.stopAll()
+	}
+	if n.push != nil {
+		n.push.Close()
+		n.push = nil
+	}
+	if n.comm != nil {
+		n.comm.drain(5 * time.Second)
+	}
+	if n.cancel != nil {
+		n.cancel()
+		n.cancel = nil
+	}
+	n.wg.Wait()
+	if n.gw != nil {
+		errs = append(errs, n.gw.Close())
+		n.gw = nil
+	}
+	if n.clu != nil {
+		errs = append(errs, n.clu.Close())
+		n.clu = nil
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+		n.store = nil
+	}
+	return errors.Join(errs...)
+}
+
+// loadOrCreateKey returns the node's key for credentials at rest, creating it (0600) on
+// first start.
+func loadOrCreateKey(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if err == nil {
+		if len(key) != 32 {
+			return nil, fmt.Errorf("secret key %s: want 32 bytes, found %d (restore it from backup; without it camera passwords cannot be read)", path, len(key))
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	return key, nil
+}

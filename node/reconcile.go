@@ -1,0 +1,72 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// reconcile makes the catalog agree with the local store after a start: every sealed
+// local segment that the catalog lacks is committed (the crash happened between seal and
+// commit, or the startup check sealed it), unless it is already past retention; and for
+// each camera this node records, the time between its last footage and this start is
+// recorded as an outage caused by the node being down.
+func (n *Node) reconcile(ctx context.Context, started time.Time) error {
+	local, err := n.store.All()
+	if err != nil {
+		return err
+	}
+	lastEnd := map[model.CameraID]time.Time{}
+	committed := 0
+	for _, seg := range local {
+		if seg.End.After(lastEnd[seg.Camera]) {
+			lastEnd[seg.Camera] = seg.End
+		}
+		if !seg.Sealed {
+			continue
+		}
+		inCatalog, err := n.clu.Segments(seg.Camera, seg.Start, seg.End.Add(time.Nanosecond))
+		if err != nil {
+			return err
+		}
+		if containsSegment(inCatalog, seg.ID) {
+			continue
+		}
+		if n.expired(seg) {
+			continue // retention deletes it
+		}
+		if err := n.clu.CommitSegment(ctx, seg); err != nil {
+			if errors.Is(err, model.ErrStaleEpoch) {
+				n.log.Warn("local segment from an older epoch kept but not committed", slog.String("segment", string(seg.ID)))
+				continue
+			}
+			return err
+		}
+		committed++
+	}
+	if committed > 0 {
+		n.log.Info("committed segments the catalog lacked", slog.Int("segments", committed))
+	}
+	for cam, end := range lastEnd {
+		if started.Sub(end) < 2*time.Second {
+			continue
+		}
+		o := model.Outage{Camera: cam, Start: end, End: started, Cause: model.GapNodeDown, Detail: "node " + n.cfg.NodeID + " was not running"}
+		if err := n.clu.RecordOutage(ctx, o); err != nil {
+			n.log.Warn("record outage", slog.String("camera", string(cam)), slog.Any("err", err))
+		}
+	}
+	return nil
+}
+
+func containsSegment(segs []model.Segment, id model.SegmentID) bool {
+	for _, s := range segs {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}

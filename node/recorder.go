@@ -1,0 +1,115 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/storage"
+)
+
+// segmentStore is what a recorder needs of the local store.
+type segmentStore interface {
+	Create(camera model.CameraID, epoch uint64, init []byte, start time.Time) (*storage.SegmentWriter, error)
+}
+
+// recorder turns one camera's fragments into segments: it implements ingest.Sink.
+// Calls come sequentially from one ingest session, but close may come from the manager
+// while a session is running, so the state is guarded.
+type recorder struct {
+	camera   model.CameraID
+	epoch    uint64
+	store    segmentStore
+	maxBytes int64
+	maxAge   time.Duration
+	sealed   func(model.Segment) // receives every sealed segment (the committer)
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	init   []byte
+	codecs string
+	w      *storage.SegmentWriter
+	closed bool
+}
+
+var errRecorderClosed = errors.New("recorder closed")
+
+// WriteInit starts a new codec configuration: the open segment (if any) is sealed and the
+// next fragment opens a new one with this init.
+func (r *recorder) WriteInit(init []byte, codecs string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errRecorderClosed
+	}
+	r.sealLocked()
+	r.init = append([]byte(nil), init...)
+	r.codecs = codecs
+	r.log.Info("codec configuration", slog.String("codecs", codecs))
+	return nil
+}
+
+// WriteFragment appends a fragment to the open segment; it returns once the fragment is
+// durable. A segment that has reached its size or age is sealed at the next keyframe (so
+// every segment starts with a keyframe), or unconditionally at four times its size limit.
+func (r *recorder) WriteFragment(f model.Fragment) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errRecorderClosed
+	}
+	if r.init == nil {
+		return fmt.Errorf("camera %s: fragment before init", r.camera)
+	}
+	if r.w != nil {
+		info := r.w.Info()
+		full := info.Bytes+int64(len(f.Data)) > r.maxBytes || f.Start.Sub(info.Start) >= r.maxAge
+		if (full && f.Keyframe) || info.Bytes > 4*r.maxBytes {
+			r.sealLocked()
+		}
+	}
+	if r.w == nil {
+		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start)
+		if err != nil {
+			return fmt.Errorf("camera %s: open segment: %w", r.camera, err)
+		}
+		r.w = w
+	}
+	if err := r.w.Append(f); err != nil {
+		return fmt.Errorf("camera %s: segment %s: %w", r.camera, r.w.ID(), err)
+	}
+	return nil
+}
+
+// close seals the open segment; the recorder accepts nothing afterwards.
+func (r *recorder) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sealLocked()
+	r.closed = true
+}
+
+func (r *recorder) sealLocked() {
+	if r.w == nil {
+		return
+	}
+	w := r.w
+	r.w = nil
+	if w.Info().Fragments == 0 {
+		// Nothing was written: still seal so the store holds no open segment; an empty
+		// segment is not committed.
+		_, _ = w.Seal()
+		return
+	}
+	seg, err := w.Seal()
+	if err != nil {
+		// The fragments stay durable and the startup check seals the segment; the
+		// catalog learns of it then.
+		r.log.Error("seal segment", slog.String("segment", string(w.ID())), slog.Any("err", err))
+		return
+	}
+	r.sealed(seg)
+}

@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/vigie-vms/vigie/model"
+)
+
+// retentionDays is how long a camera's footage is kept: its own setting, capped by the
+// node's cap; a camera that no longer exists keeps the cap.
+func (n *Node) retentionDays(cam model.CameraID) int {
+	days := n.cfg.RetentionCapDays
+	if c, err := n.clu.Camera(cam); err == nil && c.RetentionDays > 0 && c.RetentionDays < days {
+		days = c.RetentionDays
+	}
+	return days
+}
+
+// expired reports whether a segment ended before its camera's retention horizon.
+func (n *Node) expired(seg model.Segment) bool {
+	horizon := time.Now().AddDate(0, 0, -n.retentionDays(seg.Camera))
+	return seg.End.Before(horizon)
+}
+
+func (n *Node) runRetention(ctx context.Context) {
+	t := time.NewTicker(n.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		n.applyRetention(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// applyRetention deletes every sealed local segment past retention: the catalog entry
+// first (with a deletion record), then the file. A crash between the two leaves a file the
+// catalog no longer lists; the startup check does not re-commit it because it is expired,
+// and the next pass deletes it.
+func (n *Node) applyRetention(ctx context.Context) {
+	local, err := n.store.All()
+	if err != nil {
+		n.log.Error("retention: list segments", slog.Any("err", err))
+		return
+	}
+	for _, seg := range local {
+		if !seg.Sealed || !n.expired(seg) {
+			continue
+		}
+		if err := n.clu.DeleteSegments(ctx, []model.SegmentID{seg.ID}, "retention"); err != nil {
+			n.log.Error("retention: delete from catalog", slog.String("segment", string(seg.ID)), slog.Any("err", err))
+			continue
+		}
+		if err := n.store.Delete(seg.ID); err != nil {
+			n.log.Error("retention: delete file", slog.String("segment", string(seg.ID)), slog.Any("err", err))
+			continue
+		}
+		n.log.Info("retention deleted segment", slog.String("camera", string(seg.Camera)),
+			slog.String("segment", string(seg.ID)), slog.Time("end", seg.End))
+	}
+}

@@ -30,7 +30,7 @@ func (c *Cluster) CreateTenant(ctx context.Context, t model.Tenant) (model.Tenan
 	if err != nil {
 		return model.Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
-	return res.(model.Tenant), nil
+	return result[model.Tenant](res)
 }
 
 // UpdateTenant replaces a tenant's fields, keeping its CreatedAt. model.ErrNotFound when
@@ -46,7 +46,7 @@ func (c *Cluster) UpdateTenant(ctx context.Context, t model.Tenant) (model.Tenan
 	if err != nil {
 		return model.Tenant{}, fmt.Errorf("update tenant: %w", err)
 	}
-	return res.(model.Tenant), nil
+	return result[model.Tenant](res)
 }
 
 // DeleteTenant removes a tenant; model.ErrInUse while it has cameras.
@@ -124,7 +124,11 @@ func (c *Cluster) UpdateCamera(ctx context.Context, cam model.Camera) (model.Cam
 	if err != nil {
 		return model.Camera{}, fmt.Errorf("update camera: %w", err)
 	}
-	return c.unseal(res.(storedCamera))
+	sc, err = result[storedCamera](res)
+	if err != nil {
+		return model.Camera{}, err
+	}
+	return c.unseal(sc)
 }
 
 // DeleteCamera removes a camera. Its segments, outages and deletion records stay in the
@@ -145,7 +149,7 @@ func (c *Cluster) Assign(ctx context.Context, camera model.CameraID, node model.
 	if err != nil {
 		return model.Assignment{}, fmt.Errorf("assign camera %q to node %q: %w", camera, node, err)
 	}
-	return res.(model.Assignment), nil
+	return result[model.Assignment](res)
 }
 
 // CommitSegment records a segment in the catalog, as a compare-and-set on the camera's
@@ -185,6 +189,16 @@ func (c *Cluster) RecordOutage(ctx context.Context, o model.Outage) error {
 		return fmt.Errorf("record outage: %w", err)
 	}
 	return nil
+}
+
+// result converts the state machine's answer, which is always T for a successful command.
+func result[T any](res any) (T, error) {
+	v, ok := res.(T)
+	if !ok {
+		var zero T
+		return zero, fmt.Errorf("state machine answered %T, want %T", res, zero)
+	}
+	return v, nil
 }
 
 func (c *Cluster) seal(cam model.Camera) (storedCamera, error) {

@@ -18,7 +18,7 @@ func (s *recordingService) GetTimeline(ctx context.Context, req *vigiev1.GetTime
 	if err := model.ValidateID("camera_id", req.GetCameraId()); err != nil {
 		return nil, err
 	}
-	start, end, err := timeRange(req.GetStart(), req.GetEnd())
+	start, end, err := timeRange(req.GetStart(), req.GetEnd(), s.g.now())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (s *recordingService) ListSegments(ctx context.Context, req *vigiev1.ListSe
 	if err := model.ValidateID("camera_id", req.GetCameraId()); err != nil {
 		return nil, err
 	}
-	start, end, err := timeRange(req.GetStart(), req.GetEnd())
+	start, end, err := timeRange(req.GetStart(), req.GetEnd(), s.g.now())
 	if err != nil {
 		return nil, err
 	}

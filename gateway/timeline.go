@@ -106,7 +106,22 @@ func BuildTimeline(in TimelineInput) Timeline {
 	if cursor.Before(end) {
 		tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, end)...)
 	}
+	tl.Gaps = dropJitter(tl.Gaps)
 	return tl
+}
+
+// dropJitter removes gaps of unknown cause shorter than SpanMergeGap: the fragment being
+// written at the live edge, the time between a camera's connection and its first
+// keyframe, a cut at a registration instant. They are not footage an operator misses.
+func dropJitter(gaps []Gap) []Gap {
+	out := gaps[:0]
+	for _, g := range gaps {
+		if g.End.Sub(g.Start) < SpanMergeGap && (g.Cause == model.GapUnknown || g.Cause == model.GapNoRecordingPolicy) {
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 type gapLabel struct {

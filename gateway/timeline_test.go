@@ -33,6 +33,12 @@ func TestBuildTimeline(t *testing.T) {
 			want: "span 10-30 190; span 32-40 80; gap 0-10 unknown; gap 30-32 unknown; gap 40-100 unknown",
 		},
 		{
+			name: "live edge and first-keyframe latency are not gaps",
+			in: TimelineInput{Camera: cam, Start: at(0), End: at(100), Now: at(41),
+				Segments: []model.Segment{seg(0.4, 40, 400)}},
+			want: "span 0.4-40 400",
+		},
+		{
 			name: "overlapping segments counted once",
 			in: TimelineInput{Camera: cam, Start: at(0), End: at(50),
 				Segments: []model.Segment{seg(0, 40, 400), seg(0, 40, 400), seg(20, 50, 300)}},

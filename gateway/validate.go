@@ -51,21 +51,27 @@ func decodePageToken(kind, tok string) (string, error) {
 	return parts[2], nil
 }
 
-// timeRange checks a [start, end) range given as timestamps.
-func timeRange(start, end *timestamppb.Timestamp) (time.Time, time.Time, error) {
-	if start == nil {
-		return time.Time{}, time.Time{}, model.Invalid("start", "is required (RFC 3339 time)")
+// DefaultRange is the length of a timeline or segment list when the request gives no
+// start: the last hour, which is what an operator opening a camera wants to see.
+const DefaultRange = time.Hour
+
+// timeRange checks a [start, end) range given as timestamps. A missing end means now; a
+// missing start means DefaultRange before the end.
+func timeRange(start, end *timestamppb.Timestamp, now time.Time) (time.Time, time.Time, error) {
+	e := now
+	if end != nil {
+		if err := end.CheckValid(); err != nil {
+			return time.Time{}, time.Time{}, model.Invalid("end", "is not a valid time: %v", err)
+		}
+		e = end.AsTime()
 	}
-	if err := start.CheckValid(); err != nil {
-		return time.Time{}, time.Time{}, model.Invalid("start", "is not a valid time: %v", err)
+	s := e.Add(-DefaultRange)
+	if start != nil {
+		if err := start.CheckValid(); err != nil {
+			return time.Time{}, time.Time{}, model.Invalid("start", "is not a valid time: %v", err)
+		}
+		s = start.AsTime()
 	}
-	if end == nil {
-		return time.Time{}, time.Time{}, model.Invalid("end", "is required (RFC 3339 time)")
-	}
-	if err := end.CheckValid(); err != nil {
-		return time.Time{}, time.Time{}, model.Invalid("end", "is not a valid time: %v", err)
-	}
-	s, e := start.AsTime(), end.AsTime()
 	return s, e, checkRange(s, e, "end")
 }
 

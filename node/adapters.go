@@ -66,3 +66,17 @@ func (r *recordings) OpenSegment(_ context.Context, seg model.Segment) (gateway.
 	}
 	return rd, nil
 }
+
+// clusterInfo is the cluster status as the gateway shows it, with what only the node
+// knows (its HTTP address) filled in.
+type clusterInfo struct{ n *Node }
+
+func (c clusterInfo) Status() []model.NodeStatus {
+	st := c.n.clu.Status()
+	for i := range st {
+		if st[i].ID == model.NodeID(c.n.cfg.NodeID) && st[i].HTTPAddr == "" {
+			st[i].HTTPAddr = c.n.HTTPAddr()
+		}
+	}
+	return st
+}

@@ -157,7 +157,7 @@ func (m *cameraManager) start(cam model.Camera, epoch uint64) (*cameraRun, error
 			Transport: cam.Transport,
 		},
 		Sink:        rec,
-		Logger:      log,
+		Logger:      m.log, // the puller adds the camera
 		FragmentMax: m.n.cfg.FragmentMax,
 	})
 	if err != nil {

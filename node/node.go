@@ -27,6 +27,7 @@ func SetVersion(v string) { version = v }
 // Node is one running Vigie node.
 type Node struct {
 	cfg   Config
+	base  *slog.Logger // without the node attribute, for components that add it themselves
 	log   *slog.Logger
 	store *storage.Store
 	clu   *cluster.Cluster
@@ -47,7 +48,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = cfg.Logger()
 	}
-	return &Node{cfg: cfg, log: log.With(slog.String("node", cfg.NodeID))}, nil
+	return &Node{cfg: cfg, base: log, log: log.With(slog.String("node", cfg.NodeID))}, nil
 }
 
 // Start brings the node up, in this order:
@@ -82,7 +83,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.store, err = storage.Open(scfg); err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
-	if rep := n.store.RecoveryReport(); rep.String() != "" {
+	if rep := n.store.RecoveryReport(); !rep.Clean() {
 		n.log.Warn("startup check repaired storage", slog.String("report", rep.String()))
 	}
 
@@ -92,7 +93,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.RaftAddr = n.cfg.RaftAddr
 	ccfg.Bootstrap = true
 	ccfg.SecretKey = key
-	ccfg.Logger = n.log.With(slog.String("component", "cluster"))
+	ccfg.Logger = n.base.With(slog.String("component", "cluster"))
 	if n.clu, err = cluster.Open(ccfg); err != nil {
 		return fmt.Errorf("open cluster: %w", err)
 	}
@@ -118,11 +119,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg := gateway.DefaultConfig()
 	gcfg.HTTPAddr = n.cfg.HTTPAddr
 	gcfg.GRPCAddr = n.cfg.GRPCAddr
-	gcfg.Logger = n.log.With(slog.String("component", "gateway"))
+	gcfg.Logger = n.log
 	gcfg.Catalog = n.clu
 	gcfg.Recordings = &recordings{clu: n.clu, store: n.store}
 	gcfg.Health = n.cams
-	gcfg.Cluster = n.clu
+	gcfg.Cluster = clusterInfo{n}
 	configureGateway(&gcfg, n)
 	if n.gw, err = gateway.New(gcfg); err != nil {
 		return fmt.Errorf("gateway: %w", err)

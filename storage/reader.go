@@ -34,11 +34,15 @@ func (s *Store) OpenReader(id model.SegmentID) (*SegmentReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open reader: %w", err)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrClosed
+	if err := s.enter(); err != nil {
+		return nil, err
 	}
+	defer s.life.RUnlock()
+	return s.openReader(k, id)
+}
+
+func (s *Store) openReader(k segKey, id model.SegmentID) (*SegmentReader, error) {
+	s.mu.Lock()
 	w := s.writers[id]
 	s.mu.Unlock()
 
@@ -52,6 +56,7 @@ func (s *Store) OpenReader(id model.SegmentID) (*SegmentReader, error) {
 		}
 	}
 	if w == nil {
+		var err error
 		if m, err = s.getMeta(k); err != nil {
 			return nil, err
 		}
@@ -159,15 +164,16 @@ func (s *Store) Verify(id model.SegmentID) error {
 	if err != nil {
 		return fmt.Errorf("storage: verify: %w", err)
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(); err != nil {
 		return err
 	}
+	defer s.life.RUnlock()
 	m, err := s.getMeta(k)
 	if err != nil {
 		return err
 	}
 	if !m.sealed {
-		r, err := s.OpenReader(id)
+		r, err := s.openReader(k, id)
 		if err != nil {
 			return err
 		}

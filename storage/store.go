@@ -36,12 +36,30 @@ type Store struct {
 	// openFile opens segment files for writing; tests replace it to inject disk errors.
 	openFile func(name string, flag int, perm fs.FileMode) (segFile, error)
 
-	mu      sync.Mutex
-	closed  bool
+	// life is held shared by every operation that touches the index or the files, and
+	// exclusively by Close, so Close waits for operations in flight and none starts after.
+	life   sync.RWMutex
+	closed bool // guarded by life
+	// metaMu serialises Create, Delete and Abort: the epoch check and its persistence are
+	// atomic, and a segment is not deleted twice. Never held by Append.
+	metaMu sync.Mutex
+
+	mu      sync.Mutex // guards the fields below; never held across I/O
 	writers map[model.SegmentID]*SegmentWriter
 	epochs  map[model.CameraID]uint64 // highest epoch seen per camera (also in the index)
 	bytes   int64
 	count   int
+}
+
+// enter starts an operation: it fails when the store is closed, otherwise the caller must
+// call s.life.RUnlock() when done.
+func (s *Store) enter() error {
+	s.life.RLock()
+	if s.closed {
+		s.life.RUnlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 // Open opens the store under cfg.Dir, creating it if needed, and runs the startup check
@@ -96,12 +114,13 @@ func Open(cfg Config) (*Store, error) {
 // Close closes the store. Segments still open stay open on disk (unsealed): the next Open
 // seals them and reports it, so a node shutting down cleanly seals its writers first.
 func (s *Store) Close() error {
-	s.mu.Lock()
+	s.life.Lock()
+	defer s.life.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Lock()
 	writers := make([]*SegmentWriter, 0, len(s.writers))
 	for _, w := range s.writers {
 		writers = append(writers, w)
@@ -140,17 +159,22 @@ func (s *Store) Create(camera model.CameraID, epoch uint64, init []byte, start t
 	}
 	id := k.id()
 
-	// The lock covers the epoch check and its persistence, so two Creates cannot both pass
-	// the fence; segment creation is rare (one per camera every few minutes).
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrClosed
+	if err := s.enter(); err != nil {
+		return nil, err
 	}
-	if hi := s.epochs[camera]; epoch < hi {
+	defer s.life.RUnlock()
+	// metaMu covers the epoch check and its persistence, so two Creates cannot both pass
+	// the fence; segment creation is rare (one per camera every few minutes).
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	s.mu.Lock()
+	hi := s.epochs[camera]
+	_, open := s.writers[id]
+	s.mu.Unlock()
+	if epoch < hi {
 		return nil, fmt.Errorf("storage: create segment of camera %q with epoch %d: camera is at epoch %d: %w", camera, epoch, hi, model.ErrStaleEpoch)
 	}
-	if _, ok := s.writers[id]; ok {
+	if open {
 		return nil, fmt.Errorf("storage: segment %s: %w", id, model.ErrExists)
 	}
 	if _, err := s.getMeta(k); err == nil {
@@ -199,19 +223,19 @@ func (s *Store) Create(camera model.CameraID, epoch uint64, init []byte, start t
 	b := s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(k.segmentKey(), encodeMeta(m), nil)
-	if epoch > s.epochs[camera] {
+	if epoch > hi {
 		_ = b.Set(epochKey(camera), binary.BigEndian.AppendUint64(nil, epoch), nil)
 	}
 	if err := s.db.Apply(b, s.wopts); err != nil {
 		return fail("index", err)
 	}
-	if epoch > s.epochs[camera] {
-		s.epochs[camera] = epoch
-	}
 	w := &SegmentWriter{s: s, key: k, id: id, path: path, f: f, meta: m, size: m.initLen}
+	s.mu.Lock()
+	s.epochs[camera] = max(s.epochs[camera], epoch)
 	s.writers[id] = w
 	s.bytes += m.initLen
 	s.count++
+	s.mu.Unlock()
 	s.log.Debug("storage: segment created", slog.String("segment", string(id)), slog.Uint64("epoch", epoch))
 	return w, nil
 }
@@ -281,23 +305,15 @@ func (s *Store) Segment(id model.SegmentID) (model.Segment, error) {
 	if err != nil {
 		return model.Segment{}, fmt.Errorf("storage: %w", err)
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(); err != nil {
 		return model.Segment{}, err
 	}
+	defer s.life.RUnlock()
 	m, err := s.getMeta(k)
 	if err != nil {
 		return model.Segment{}, err
 	}
 	return s.lookup(k, m), nil
-}
-
-func (s *Store) checkOpen() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	return nil
 }
 
 // scanSegments calls fn for every segment record in [lower, upper), in key order.
@@ -337,9 +353,10 @@ func (s *Store) Segments(camera model.CameraID, from, to time.Time) ([]model.Seg
 	if err := model.ValidateID("camera", string(camera)); err != nil {
 		return nil, fmt.Errorf("storage: segments: %w", err)
 	}
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(); err != nil {
 		return nil, err
 	}
+	defer s.life.RUnlock()
 	lower := cameraPrefix(prefixSegment, camera)
 	upper := prefixEnd(lower)
 	if n := to.UnixNano(); !to.IsZero() && n > 0 {
@@ -360,9 +377,10 @@ func (s *Store) Segments(camera model.CameraID, from, to time.Time) ([]model.Seg
 // All returns every local segment, open ones included, sorted by camera then Start. The
 // node reconciles it with the catalog at startup.
 func (s *Store) All() ([]model.Segment, error) {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(); err != nil {
 		return nil, err
 	}
+	defer s.life.RUnlock()
 	var out []model.Segment
 	lower := []byte{prefixSegment}
 	err := s.scanSegments(lower, prefixEnd(lower), func(k segKey, m segMeta) error {
@@ -410,16 +428,18 @@ func (s *Store) Delete(id model.SegmentID) error {
 	if err != nil {
 		return fmt.Errorf("storage: delete: %w", err)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
+	if err := s.enter(); err != nil {
+		return err
 	}
-	if _, open := s.writers[id]; open {
-		s.mu.Unlock()
+	defer s.life.RUnlock()
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	s.mu.Lock()
+	_, open := s.writers[id]
+	s.mu.Unlock()
+	if open {
 		return fmt.Errorf("storage: delete segment %s: it is open for writing; seal it first: %w", id, model.ErrInUse)
 	}
-	s.mu.Unlock()
 	m, err := s.getMeta(k)
 	if err != nil {
 		return fmt.Errorf("storage: delete: %w", err)

@@ -542,3 +542,29 @@ func TestConcurrentCameras(t *testing.T) {
 		checkFragments(t, s, id, want)
 	}
 }
+
+func TestClosedStore(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	w, _ := record(t, s, "cam-1", 1, t0, 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if err := w.Append(testFragment(t0, 1)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Append after Close = %v, want ErrClosed", err)
+	}
+	if _, err := w.Seal(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Seal after Close = %v, want ErrClosed", err)
+	}
+	if _, err := s.Create("cam-1", 1, testInit, t0.Add(time.Minute)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Create after Close = %v", err)
+	}
+	if _, err := s.Segments("cam-1", t0, t0.Add(time.Hour)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Segments after Close = %v", err)
+	}
+	if _, err := s.OpenReader(w.ID()); !errors.Is(err, ErrClosed) {
+		t.Errorf("OpenReader after Close = %v", err)
+	}
+}

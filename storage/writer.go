@@ -84,6 +84,10 @@ func (w *SegmentWriter) invalid(field, format string, args ...any) error {
 // bad input wraps model.ErrInvalid, a full disk model.ErrNoSpace, a superseded epoch
 // model.ErrStaleEpoch.
 func (w *SegmentWriter) Append(f model.Fragment) error {
+	if err := w.s.enter(); err != nil {
+		return fmt.Errorf("storage: segment %s: append: %w", w.id, err)
+	}
+	defer w.s.life.RUnlock()
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
 	if w.done != nil {
@@ -170,6 +174,15 @@ func (w *SegmentWriter) rollback(size int64, cause error) error {
 // bytes no longer match their checksum is dropped from the index (and logged) rather than
 // sealed in.
 func (w *SegmentWriter) Seal() (model.Segment, error) {
+	if err := w.s.enter(); err != nil {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.sealed != nil {
+			return *w.sealed, nil
+		}
+		return model.Segment{}, fmt.Errorf("storage: segment %s: seal: %w", w.id, err)
+	}
+	defer w.s.life.RUnlock()
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
 	w.mu.Lock()
@@ -216,6 +229,12 @@ var errAborted = errors.New("segment aborted")
 // Abort removes the open segment: its index records and its file. Use it for a segment
 // that will never hold footage (camera lost before the first fragment).
 func (w *SegmentWriter) Abort() error {
+	if err := w.s.enter(); err != nil {
+		return fmt.Errorf("storage: segment %s: abort: %w", w.id, err)
+	}
+	defer w.s.life.RUnlock()
+	w.s.metaMu.Lock()
+	defer w.s.metaMu.Unlock()
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
 	if w.done != nil && (errors.Is(w.done, ErrClosed) || errors.Is(w.done, errAborted)) {

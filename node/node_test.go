@@ -1,0 +1,255 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigie-vms/vigie/loadtest/simcam"
+	"github.com/vigie-vms/vigie/model"
+)
+
+// freeAddr returns a 127.0.0.1 address with a port nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func testConfig(t *testing.T, dir string) Config {
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
+	cfg.RTSPAddr = freeAddr(t)
+	cfg.RaftAddr = freeAddr(t)
+	cfg.SegmentMaxAge = 10 * time.Second
+	return cfg
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRecordRestartAndServe records a simulated camera, stops the node (which seals the
+// open segment), starts it again on the same data, and checks that the footage is in the
+// catalog, the time the node was down is an outage with its cause, recording resumes by
+// itself, and the media endpoint serves the range.
+func TestRecordRestartAndServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("records for several seconds")
+	}
+	clip, err := simcam.DefaultClip(simcam.CodecH264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := simcam.New(simcam.Config{Addr: freeAddr(t), Clip: clip, Cameras: []string{"cam-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	if _, err := n.Cluster().CreateTenant(ctx, model.Tenant{ID: "lyon", Name: "Lyon"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Cluster().CreateCameras(ctx, []model.Camera{{ID: "cam-1", Tenant: "lyon", URL: sim.URL("cam-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordings{clu: n.clu, store: n.store}
+	recorded := func() time.Duration {
+		segs, err := rec.Segments("cam-1", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d time.Duration
+		for _, s := range segs {
+			d += s.End.Sub(s.Start)
+		}
+		return d
+	}
+	waitFor(t, "3 s of footage", 20*time.Second, func() bool { return recorded() >= 3*time.Second })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// After a clean stop every segment is sealed and in the catalog.
+	n = startNode(t, cfg)
+	defer n.Close()
+	sealed, err := n.clu.Segments("cam-1", time.Now().Add(-time.Hour), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) == 0 || !sealed[0].Sealed {
+		t.Fatalf("after a clean stop the catalog holds %d segments (%+v); want the sealed recording", len(sealed), sealed)
+	}
+	firstEnd := sealed[len(sealed)-1].End
+	rec = &recordings{clu: n.clu, store: n.store}
+	waitFor(t, "recording to resume after restart", 20*time.Second, func() bool {
+		segs, _ := rec.Segments("cam-1", firstEnd.Add(time.Second), time.Now().Add(time.Hour))
+		return len(segs) > 0 && segs[len(segs)-1].End.Sub(segs[0].Start) > time.Second
+	})
+
+	resp, err := http.Get("http://" + n.HTTPAddr() + "/media/v1/cameras/cam-1/export.mp4?start=" +
+		sealed[0].Start.Format(time.RFC3339Nano) + "&end=" + firstEnd.Format(time.RFC3339Nano))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(body) < 10000 || !strings.Contains(string(body[:64]), "ftyp") {
+		t.Fatalf("export: status %d, %d bytes; want an MP4", resp.StatusCode, len(body))
+	}
+}
+
+// TestRetentionDeletesAndRecords writes a segment older than its camera's retention and
+// checks that retention removes it from the catalog and the disk and records the deletion,
+// while a recent segment stays.
+func TestRetentionDeletesAndRecords(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.RTSPAddr = ""
+	n := startNode(t, cfg)
+	defer n.Close()
+	ctx := context.Background()
+	if _, err := n.clu.CreateTenant(ctx, model.Tenant{ID: "lyon", Name: "Lyon"}); err != nil {
+		t.Fatal(err)
+	}
+	// Recording off: the test writes the segments itself.
+	if _, err := n.clu.CreateCameras(ctx, []model.Camera{{ID: "cam-1", Tenant: "lyon", URL: "rtsp://127.0.0.1:1/x", RetentionDays: 7, Recording: model.RecordOff}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := n.clu.Assign(ctx, "cam-1", model.NodeID(cfg.NodeID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(start time.Time) model.Segment {
+		w, err := n.store.Create("cam-1", a.Epoch, []byte("init"), start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			f := model.Fragment{Start: start.Add(time.Duration(i) * time.Second), Duration: time.Second, Keyframe: true, Data: []byte("moofmdat")}
+			if err := w.Append(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seg, err := w.Seal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.clu.CommitSegment(ctx, seg); err != nil {
+			t.Fatal(err)
+		}
+		return seg
+	}
+	old := write(time.Now().AddDate(0, 0, -8))
+	recent := write(time.Now().AddDate(0, 0, -6))
+
+	n.applyRetention(ctx)
+
+	if _, err := n.store.Segment(old.ID); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("segment past retention still on disk (err=%v)", err)
+	}
+	if segs, _ := n.clu.Segments("cam-1", old.Start, old.End); len(segs) != 0 {
+		t.Errorf("segment past retention still in the catalog: %+v", segs)
+	}
+	dels, err := n.clu.Deletions("cam-1", old.Start.Add(-time.Hour), old.End.Add(time.Hour))
+	if err != nil || len(dels) != 1 || dels[0].Segment != old.ID || dels[0].Reason != "retention" {
+		t.Errorf("deletion record: %+v, %v; want one retention deletion of %s", dels, err, old.ID)
+	}
+	if _, err := n.store.Segment(recent.ID); err != nil {
+		t.Errorf("recent segment deleted: %v", err)
+	}
+}
+
+// TestStartupCommitsSegmentsTheCatalogLacks seals a segment without committing it (a
+// crash between seal and commit) and checks the next start commits it.
+func TestStartupCommitsSegmentsTheCatalogLacks(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.RTSPAddr = ""
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	if _, err := n.clu.CreateTenant(ctx, model.Tenant{ID: "lyon", Name: "Lyon"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.clu.CreateCameras(ctx, []model.Camera{{ID: "cam-1", Tenant: "lyon", URL: "rtsp://127.0.0.1:1/x", Recording: model.RecordOff}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := n.clu.Assign(ctx, "cam-1", model.NodeID(cfg.NodeID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	w, err := n.store.Create("cam-1", a.Epoch, []byte("init"), start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(model.Fragment{Start: start, Duration: time.Second, Keyframe: true, Data: []byte("moofmdat")}); err != nil {
+		t.Fatal(err)
+	}
+	seg, err := w.Seal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, cfg)
+	defer n.Close()
+	segs, err := n.clu.Segments("cam-1", start.Add(-time.Second), start.Add(time.Hour))
+	if err != nil || len(segs) != 1 || segs[0].ID != seg.ID {
+		t.Fatalf("catalog after restart: %+v, %v; want the uncommitted segment %s", segs, err, seg.ID)
+	}
+	outages, _ := n.clu.Outages("cam-1", start, time.Now().Add(time.Minute))
+	if len(outages) != 1 || outages[0].Cause != model.GapNodeDown {
+		t.Errorf("outages: %+v; want one %s from the end of the footage to the restart", outages, model.GapNodeDown)
+	}
+}

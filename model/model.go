@@ -99,6 +99,15 @@ type Assignment struct {
 	Camera CameraID `json:"camera"`
 	Node   NodeID   `json:"node"`
 	Epoch  uint64   `json:"epoch"`
+	// Since is when the current owner got the camera (set by the leader, caller-side).
+	Since time.Time `json:"since"`
+	// Next is the node taking the camera over in a planned move (drain, rebalance):
+	// it records alongside the owner until it confirms it is recording, then becomes the
+	// owner with Epoch+1 (make-before-break). Empty when no move is under way.
+	Next NodeID `json:"next,omitempty"`
+	// Secondary is the second node that records a camera of redundancy class critical,
+	// at the same epoch; empty for standard cameras.
+	Secondary NodeID `json:"secondary,omitempty"`
 }
 
 // FragmentInfo locates one fragment (moof+mdat) inside a segment's bytes.
@@ -144,6 +153,10 @@ type Segment struct {
 	Checksum uint32 `json:"checksum"`
 	// Sealed is false while the segment is still being written.
 	Sealed bool `json:"sealed"`
+	// Reconciled marks footage recorded under an epoch that was no longer current (a node
+	// cut off by a partition kept recording): kept as evidence, and preferred less than
+	// footage of the current epoch where both overlap.
+	Reconciled bool `json:"reconciled,omitempty"`
 }
 
 // Overlaps reports whether the segment covers any instant of [from, to).
@@ -215,13 +228,30 @@ type CameraHealth struct {
 	Since            time.Time     `json:"since"`
 }
 
+// Node states.
+const (
+	NodeJoining        = "joining"
+	NodeActive         = "active"
+	NodeDraining       = "draining"
+	NodeDecommissioned = "decommissioned"
+	NodeDead           = "dead"
+)
+
 // NodeStatus is one node as `vigie ctl cluster status` shows it.
 type NodeStatus struct {
 	ID       NodeID `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr"`
+	GRPCAddr string `json:"grpc_addr,omitempty"`
+	RTSPAddr string `json:"rtsp_addr,omitempty"`
+	Zone     string `json:"zone,omitempty"`
 	// Role is "leader", "voter" or "nonvoter".
-	Role    string `json:"role"`
+	Role string `json:"role"`
+	// State is one of the Node* states.
 	State   string `json:"state"`
 	Cameras int    `json:"cameras"`
+	// LoadBps is the bitrate of the cameras the node records.
+	LoadBps float64 `json:"load_bps,omitempty"`
+	// Moving is the number of cameras being handed over to or from this node.
+	Moving int `json:"moving,omitempty"`
 }

@@ -18,6 +18,8 @@ import (
 type recordings struct {
 	clu   *cluster.Cluster
 	store *storage.Store
+	self  model.NodeID
+	peer  *peerClient // nil: single node, no peers asked
 }
 
 var _ gateway.Recordings = (*recordings)(nil)
@@ -31,6 +33,7 @@ func (r *recordings) Segments(camera model.CameraID, from, to time.Time) ([]mode
 	if err != nil {
 		return nil, err
 	}
+	local = append(local, r.remoteOpenSegments(camera, from, to)...)
 	seen := make(map[model.SegmentID]bool, len(sealed))
 	for _, s := range sealed {
 		seen[s.ID] = true
@@ -57,9 +60,37 @@ func (r *recordings) Deletions(camera model.CameraID, from, to time.Time) ([]mod
 	return r.clu.Deletions(camera, from, to)
 }
 
-// OpenSegment opens a segment held by this node. Segments held by other nodes are served
-// by the multi-node issue (proxy or reconstruction).
-func (r *recordings) OpenSegment(_ context.Context, seg model.Segment) (gateway.SegmentReader, error) {
+// remoteOpenSegments asks the other nodes recording the camera for the segments they are
+// still writing (sealed ones are in the catalog). A node that does not answer in time is
+// skipped: the timeline then shows its live edge late, not wrong.
+func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Time) []model.Segment {
+	if r.peer == nil {
+		return nil
+	}
+	a, err := r.clu.Assignment(camera)
+	if err != nil {
+		return nil
+	}
+	var out []model.Segment
+	for _, node := range []model.NodeID{a.Node, a.Next, a.Secondary} {
+		if node == "" || node == r.self {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		segs, err := r.peer.openSegments(ctx, node, camera, from, to)
+		cancel()
+		if err == nil {
+			out = append(out, segs...)
+		}
+	}
+	return out
+}
+
+// OpenSegment opens a segment, from the local store or from the node that holds it.
+func (r *recordings) OpenSegment(ctx context.Context, seg model.Segment) (gateway.SegmentReader, error) {
+	if seg.Node != "" && seg.Node != r.self && r.peer != nil {
+		return r.peer.openSegment(ctx, seg)
+	}
 	rd, err := r.store.OpenReader(seg.ID)
 	if err != nil {
 		return nil, fmt.Errorf("segment %s on node %s: %w", seg.ID, seg.Node, err)
@@ -79,4 +110,35 @@ func (c clusterInfo) Status() []model.NodeStatus {
 		}
 	}
 	return st
+}
+
+// clusterHealth answers the health of any camera: from this node when it records it, else
+// from the node that does.
+type clusterHealth struct{ n *Node }
+
+func (h clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool) {
+	if hl, ok := h.n.cams.CameraHealth(id); ok {
+		return hl, true
+	}
+	a, err := h.n.clu.Assignment(id)
+	if err != nil || a.Node == "" || a.Node == model.NodeID(h.n.cfg.NodeID) {
+		return model.CameraHealth{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	hl, err := h.n.peer.health(ctx, a.Node, id)
+	if err != nil {
+		return model.CameraHealth{Camera: id, State: model.CameraDown, LastError: "owner node " + string(a.Node) + " did not answer: " + err.Error()}, true
+	}
+	return hl, true
+}
+
+// peerAddr resolves a node to its HTTP address from the cluster's membership.
+func (n *Node) peerAddr(id model.NodeID) (string, error) {
+	for _, st := range n.clu.Status() {
+		if st.ID == id && st.HTTPAddr != "" {
+			return st.HTTPAddr, nil
+		}
+	}
+	return "", fmt.Errorf("node %s: no known HTTP address: %w", id, model.ErrNotFound)
 }

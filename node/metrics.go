@@ -1,8 +1,6 @@
 package node
 
 import (
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -68,6 +66,7 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 func configureGateway(cfg *gateway.Config, n *Node) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams))
-	cfg.Handlers = map[string]http.Handler{"GET /metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	cfg.Handlers = n.peerHandlers()
+	cfg.Handlers["GET /metrics"] = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	cfg.Version = version
 }

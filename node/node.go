@@ -34,6 +34,7 @@ type Node struct {
 	gw    *gateway.Gateway
 	push  *ingest.Server
 	cams  *cameraManager
+	peer  *peerClient
 	comm  *committer
 
 	cancel context.CancelFunc
@@ -121,8 +122,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.GRPCAddr = n.cfg.GRPCAddr
 	gcfg.Logger = n.log
 	gcfg.Catalog = n.clu
-	gcfg.Recordings = &recordings{clu: n.clu, store: n.store}
-	gcfg.Health = n.cams
+	n.peer = newPeerClient(n.peerAddr)
+	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
+	gcfg.Health = clusterHealth{n}
 	gcfg.Cluster = clusterInfo{n}
 	configureGateway(&gcfg, n)
 	if n.gw, err = gateway.New(gcfg); err != nil {

@@ -84,6 +84,14 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 	return nil
 }
 
+// EndSession seals the open segment when the camera's session ends (ingest.SessionEnder).
+// The next session starts with an init, which opens a new segment.
+func (r *recorder) EndSession() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sealLocked()
+}
+
 // close seals the open segment; the recorder accepts nothing afterwards.
 func (r *recorder) close() {
 	r.mu.Lock()

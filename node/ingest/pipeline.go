@@ -541,5 +541,8 @@ func (p *pipeline) close() error {
 	if err := p.seg.close(); err != nil {
 		p.fail(err)
 	}
+	if ender, ok := p.cfg.Sink.(SessionEnder); ok {
+		ender.EndSession()
+	}
 	return p.err
 }

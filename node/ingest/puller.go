@@ -29,6 +29,14 @@ type Sink interface {
 	WriteFragment(f model.Fragment) error
 }
 
+// SessionEnder is implemented by sinks that want to know when a camera's session ends
+// (connection lost, publisher gone, recording stopped), after its last fragment: the
+// recorder seals its open segment then, so footage of a finished push is in the catalog
+// at once.
+type SessionEnder interface {
+	EndSession()
+}
+
 // Source is a camera to pull.
 type Source struct {
 	Camera             model.CameraID

@@ -1,0 +1,235 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/vigie-vms/vigie/gateway"
+	"github.com/vigie-vms/vigie/model"
+)
+
+// The peer API is how nodes read each other's footage and health: any node answers any
+// request, and the node that holds a segment serves its verified bytes. It is served on
+// the HTTP listener under /internal/ (mutual TLS between nodes comes with the security
+// issue; until then the listener binds to 127.0.0.1 by default).
+const peerPrefix = "/internal/v1"
+
+// peerIndex is a segment's init and fragment index, as served to peers.
+type peerIndex struct {
+	Segment   model.Segment        `json:"segment"`
+	Init      []byte               `json:"init"`
+	Fragments []model.FragmentInfo `json:"fragments"`
+}
+
+// peerHandlers are the node's internal endpoints.
+func (n *Node) peerHandlers() map[string]http.Handler {
+	return map[string]http.Handler{
+		"GET " + peerPrefix + "/segments/{id}/index":        http.HandlerFunc(n.servePeerIndex),
+		"GET " + peerPrefix + "/segments/{id}/fragment":     http.HandlerFunc(n.servePeerFragment),
+		"GET " + peerPrefix + "/cameras/{id}/open-segments": http.HandlerFunc(n.servePeerOpenSegments),
+		"GET " + peerPrefix + "/cameras/{id}/health":        http.HandlerFunc(n.servePeerHealth),
+	}
+}
+
+func writePeerError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, model.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, model.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, model.ErrCorrupt):
+		status = http.StatusUnprocessableEntity
+	}
+	http.Error(w, err.Error(), status)
+}
+
+func writePeerJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (n *Node) servePeerIndex(w http.ResponseWriter, r *http.Request) {
+	rd, err := n.store.OpenReader(model.SegmentID(r.PathValue("id")))
+	if err != nil {
+		writePeerError(w, err)
+		return
+	}
+	defer rd.Close()
+	writePeerJSON(w, peerIndex{Segment: rd.Segment(), Init: rd.Init(), Fragments: rd.Fragments()})
+}
+
+func (n *Node) servePeerFragment(w http.ResponseWriter, r *http.Request) {
+	off, err1 := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	size, err2 := strconv.ParseInt(r.URL.Query().Get("size"), 10, 64)
+	if err1 != nil || err2 != nil {
+		writePeerError(w, model.Invalid("offset", "offset and size must be whole numbers"))
+		return
+	}
+	rd, err := n.store.OpenReader(model.SegmentID(r.PathValue("id")))
+	if err != nil {
+		writePeerError(w, err)
+		return
+	}
+	defer rd.Close()
+	for _, fi := range rd.Fragments() {
+		if fi.Offset == off && fi.Size == size {
+			data, err := rd.ReadFragment(fi, nil)
+			if err != nil {
+				writePeerError(w, err)
+				return
+			}
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data)
+			return
+		}
+	}
+	writePeerError(w, fmt.Errorf("segment %s: no fragment at offset %d size %d: %w", r.PathValue("id"), off, size, model.ErrNotFound))
+}
+
+func (n *Node) servePeerOpenSegments(w http.ResponseWriter, r *http.Request) {
+	from, err1 := time.Parse(time.RFC3339Nano, r.URL.Query().Get("start"))
+	to, err2 := time.Parse(time.RFC3339Nano, r.URL.Query().Get("end"))
+	if err1 != nil || err2 != nil {
+		writePeerError(w, model.Invalid("start", "start and end must be RFC 3339 times"))
+		return
+	}
+	segs, err := n.store.Segments(model.CameraID(r.PathValue("id")), from, to)
+	if err != nil {
+		writePeerError(w, err)
+		return
+	}
+	open := segs[:0]
+	for _, s := range segs {
+		if !s.Sealed {
+			open = append(open, s)
+		}
+	}
+	writePeerJSON(w, open)
+}
+
+func (n *Node) servePeerHealth(w http.ResponseWriter, r *http.Request) {
+	h, ok := n.cams.CameraHealth(model.CameraID(r.PathValue("id")))
+	if !ok {
+		writePeerError(w, fmt.Errorf("camera %s is not recorded by node %s: %w", r.PathValue("id"), n.cfg.NodeID, model.ErrNotFound))
+		return
+	}
+	writePeerJSON(w, h)
+}
+
+// peerClient calls other nodes' peer API.
+type peerClient struct {
+	http *http.Client
+	// addr resolves a node to its HTTP address.
+	addr func(model.NodeID) (string, error)
+}
+
+func newPeerClient(addr func(model.NodeID) (string, error)) *peerClient {
+	return &peerClient{http: &http.Client{Timeout: 30 * time.Second}, addr: addr}
+}
+
+func (p *peerClient) get(ctx context.Context, node model.NodeID, path string, q url.Values) (*http.Response, error) {
+	addr, err := p.addr(node)
+	if err != nil {
+		return nil, err
+	}
+	u := "http://" + addr + peerPrefix + path
+	if q != nil {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("node %s unreachable: %w", node, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		sentinel := errors.New("peer error")
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			sentinel = model.ErrNotFound
+		case http.StatusUnprocessableEntity:
+			sentinel = model.ErrCorrupt
+		case http.StatusBadRequest:
+			sentinel = model.ErrInvalid
+		}
+		return nil, fmt.Errorf("node %s: %s: %w", node, string(msg), sentinel)
+	}
+	return resp, nil
+}
+
+func (p *peerClient) getJSON(ctx context.Context, node model.NodeID, path string, q url.Values, out any) error {
+	resp, err := p.get(ctx, node, path, q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// openSegment opens a segment held by another node.
+func (p *peerClient) openSegment(ctx context.Context, seg model.Segment) (gateway.SegmentReader, error) {
+	var idx peerIndex
+	if err := p.getJSON(ctx, seg.Node, "/segments/"+url.PathEscape(string(seg.ID))+"/index", nil, &idx); err != nil {
+		return nil, err
+	}
+	return &remoteSegment{p: p, ctx: ctx, seg: seg, idx: idx}, nil
+}
+
+// remoteSegment reads a segment from the node that holds it; that node verifies the
+// checksums of every byte it sends.
+type remoteSegment struct {
+	p   *peerClient
+	ctx context.Context
+	seg model.Segment
+	idx peerIndex
+}
+
+func (r *remoteSegment) Init() []byte                    { return r.idx.Init }
+func (r *remoteSegment) Fragments() []model.FragmentInfo { return r.idx.Fragments }
+func (r *remoteSegment) Close() error                    { return nil }
+
+func (r *remoteSegment) ReadFragment(fi model.FragmentInfo, dst []byte) ([]byte, error) {
+	q := url.Values{"offset": {strconv.FormatInt(fi.Offset, 10)}, "size": {strconv.FormatInt(fi.Size, 10)}}
+	resp, err := r.p.get(r.ctx, r.seg.Node, "/segments/"+url.PathEscape(string(r.seg.ID))+"/fragment", q)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	buf := dst[:0]
+	if int64(cap(buf)) < fi.Size {
+		buf = make([]byte, 0, fi.Size)
+	}
+	buf = buf[:fi.Size]
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		return nil, fmt.Errorf("segment %s from node %s: %w", r.seg.ID, r.seg.Node, err)
+	}
+	return buf, nil
+}
+
+// openSegments returns the segments another node is still writing for a camera.
+func (p *peerClient) openSegments(ctx context.Context, node model.NodeID, camera model.CameraID, from, to time.Time) ([]model.Segment, error) {
+	var segs []model.Segment
+	q := url.Values{"start": {from.Format(time.RFC3339Nano)}, "end": {to.Format(time.RFC3339Nano)}}
+	err := p.getJSON(ctx, node, "/cameras/"+url.PathEscape(string(camera))+"/open-segments", q, &segs)
+	return segs, err
+}
+
+// health asks the node recording a camera for its health.
+func (p *peerClient) health(ctx context.Context, node model.NodeID, camera model.CameraID) (model.CameraHealth, error) {
+	var h model.CameraHealth
+	err := p.getJSON(ctx, node, "/cameras/"+url.PathEscape(string(camera))+"/health", nil, &h)
+	return h, err
+}

@@ -18,6 +18,9 @@ const (
 // real one-second fragment).
 const MaxFragmentSize = 256 << 20
 
+// DefaultMinFreeBytes is the default of Config.MinFreeBytes.
+const DefaultMinFreeBytes = 1 << 30
+
 // Config configures a Store.
 type Config struct {
 	// Dir is the root directory; segment files, the Pebble index and the quarantine live
@@ -31,6 +34,10 @@ type Config struct {
 	BlockSize int
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// MinFreeBytes is the free space the store keeps for recording: PutShard refuses a
+	// shard that would leave less (model.ErrNoSpace) and Full reports it, so placement
+	// avoids the node. Default 1 GiB; 0 disables the reserve.
+	MinFreeBytes int64
 	// NoSync disables every fsync (segment files, directories, Pebble). Tests and
 	// benchmarks only: a crash then loses acknowledged fragments.
 	NoSync bool
@@ -39,9 +46,10 @@ type Config struct {
 // DefaultConfig returns the defaults. NodeID has no default: the node sets it.
 func DefaultConfig() Config {
 	return Config{
-		Dir:       "vigie-data/storage",
-		BlockSize: DefaultBlockSize,
-		Logger:    slog.Default(),
+		Dir:          "vigie-data/storage",
+		BlockSize:    DefaultBlockSize,
+		MinFreeBytes: DefaultMinFreeBytes,
+		Logger:       slog.Default(),
 	}
 }
 
@@ -57,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.BlockSize < MinBlockSize || c.BlockSize > MaxBlockSize {
 		errs = append(errs, model.Invalid("storage.block_size", "must be between %d and %d bytes, got %d", MinBlockSize, MaxBlockSize, c.BlockSize))
+	}
+	if c.MinFreeBytes < 0 {
+		errs = append(errs, model.Invalid("storage.min_free_bytes", "must not be negative, got %d", c.MinFreeBytes))
 	}
 	return errors.Join(errs...)
 }

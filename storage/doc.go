@@ -1,17 +1,41 @@
-// Package storage is a node's local segment store: it keeps the fMP4 footage of the cameras
-// this node records (or replicates) as segment files on local disk, with a Pebble index of
-// every fragment, checksums over every byte it serves, epoch fencing, and a startup check
-// that makes files and index agree again after a crash.
+// Package storage is a node's local segment and shard store: it keeps the fMP4 footage of
+// the cameras this node records (or replicates) as segment files on local disk, with a
+// Pebble index of every fragment, checksums over every byte it serves, epoch fencing, and a
+// startup check that makes files and index agree again after a crash. It also holds the
+// shards of erasure-coded stripes other nodes placed here, reads any segment of a stripe
+// through a DegradedReader (its own copy, or rebuilt from k other shards), scrubs and
+// repairs. Reed–Solomon itself is in storage/erasure, node-to-node transfer in
+// storage/transfer.
 //
-// It must not talk to other nodes, read the cluster catalog or import cluster, gateway or
-// node: the node wires it in, reconciles All() with the catalog, and ships sealed segments
-// elsewhere. It never serves a byte that failed its checksum, and never throws footage away
-// silently: anything it cannot trust it moves to quarantine/ and says so.
+// It must not dial other nodes, read the cluster catalog or import cluster, gateway or
+// node: the node wires it in, reconciles All() and Shards() with the catalog, decides
+// placement, and passes a ShardFetcher for remote shards. It never serves a byte that
+// failed its checksum, and never throws footage away silently: anything it cannot trust it
+// moves to quarantine/ and says so.
+//
+// # Stripes (DESIGN.md write path 5–7)
+//
+// A stripe groups k sealed segments (the data shards, kept whole: contiguous layout as in
+// Facebook's f4 and SeaweedFS EC volumes) and m parity shards computed by erasure.Encode
+// over the segments virtually padded with zeros to the shard size, the largest segment's
+// size. Stripe describes one as the catalog records it. On the node that recorded a
+// segment, the segment file is its data shard (OpenSegmentShard, verified with the
+// segment's block CRCs); elsewhere shards are files under shards/ written by PutShard
+// (temporary file, fsync, rename, directory fsync, synced index record: durable and atomic;
+// a failure, a full disk or a cancelled transfer leaves nothing behind). Reads of a data
+// segment go through DegradedReader: its own shard while it reads and verifies, else the
+// same byte range of any k other shards, fetched in parallel and decoded (Reed–Solomon is
+// column-wise, so any range rebuilds from the same range). Scrub re-verifies everything at
+// a bounded rate and reports Findings; Rebuild + RepairShard/RepairSegment rewrite a bad
+// local copy, and accept only bytes that match the checksums first recorded.
 //
 // # Layout on disk
 //
 //	<Dir>/segments/<camera>/<segment id>.seg   one file per segment
-//	<Dir>/index/                               Pebble: segment and fragment records
+//	<Dir>/shards/<stripe>.<index>.shard        one file per shard (parity, or a data
+//	                                           segment received from another node)
+//	<Dir>/shards/<…>.shard.tmp-<random>        a shard being received (removed at Open)
+//	<Dir>/index/                               Pebble: segment, fragment and shard records
 //	<Dir>/quarantine/<name>[.N]                files moved aside at startup, each with a
 //	<Dir>/quarantine/<name>[.N].reason         text file saying why
 //
@@ -35,6 +59,8 @@
 //	                                               duration, keyframe, CRC-32C of its bytes)
 //	'e' camera                                   → highest epoch seen for the camera
 //	'd' camera 0x00 start(8) epoch(8)            → deletion in progress (tombstone)
+//	'h' stripe 0x00 index(2)                     → shard record (size, block size,
+//	                                               whole-file CRC-32C, one CRC-32C per block)
 //
 // Values are compact binary records with a version byte; their decoders are fuzzed.
 //

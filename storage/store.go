@@ -30,11 +30,14 @@ type Store struct {
 	db            *pebble.DB
 	wopts         *pebble.WriteOptions
 	segDir        string
+	shardDir      string
 	quarantineDir string
 	report        RecoveryReport
 
 	// openFile opens segment files for writing; tests replace it to inject disk errors.
 	openFile func(name string, flag int, perm fs.FileMode) (segFile, error)
+	// statfs reports free and total bytes of the store's filesystem; tests replace it.
+	statfs func(dir string) (free, total int64, err error)
 
 	// life is held shared by every operation that touches the index or the files, and
 	// exclusively by Close, so Close waits for operations in flight and none starts after.
@@ -49,6 +52,10 @@ type Store struct {
 	epochs  map[model.CameraID]uint64 // highest epoch seen per camera (also in the index)
 	bytes   int64
 	count   int
+
+	shardBusy  map[ShardID]bool // shards being written, repaired or deleted
+	shardBytes int64
+	shardCount int
 }
 
 // enter starts an operation: it fails when the store is closed, otherwise the caller must
@@ -76,8 +83,11 @@ func Open(cfg Config) (*Store, error) {
 		cfg:           cfg,
 		log:           cfg.Logger,
 		segDir:        filepath.Join(cfg.Dir, "segments"),
+		shardDir:      filepath.Join(cfg.Dir, "shards"),
 		quarantineDir: filepath.Join(cfg.Dir, "quarantine"),
 		openFile:      osOpenFile,
+		statfs:        statfs,
+		shardBusy:     make(map[ShardID]bool),
 		writers:       make(map[model.SegmentID]*SegmentWriter),
 		epochs:        make(map[model.CameraID]uint64),
 		wopts:         pebble.Sync,
@@ -85,8 +95,10 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.NoSync {
 		s.wopts = pebble.NoSync
 	}
-	if err := os.MkdirAll(s.segDir, 0o755); err != nil {
-		return nil, fmt.Errorf("storage: create %s: %w", s.segDir, err)
+	for _, d := range []string{s.segDir, s.shardDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("storage: create %s: %w", d, err)
+		}
 	}
 	db, err := pebble.Open(filepath.Join(cfg.Dir, "index"), &pebble.Options{
 		Logger: pebbleLogger{cfg.Logger.With(slog.String("component", "pebble"))},
@@ -96,14 +108,18 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.db = db
 	start := time.Now()
-	if err := s.recover(); err != nil {
+	err = s.recover()
+	if err == nil {
+		err = s.recoverShards()
+	}
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("storage: startup check of %s: %w", cfg.Dir, err)
 	}
 	s.report.Took = time.Since(start)
 	if s.report.Clean() {
 		s.log.Info("storage: opened", slog.String("dir", cfg.Dir), slog.Int("segments", s.count),
-			slog.Int64("bytes", s.bytes), slog.Duration("check", s.report.Took))
+			slog.Int64("bytes", s.bytes), slog.Int("shards", s.shardCount), slog.Duration("check", s.report.Took))
 	} else {
 		s.log.Warn("storage: opened after repairs", slog.String("dir", cfg.Dir), slog.Int("segments", s.count),
 			slog.Int64("bytes", s.bytes), slog.String("report", s.report.String()))

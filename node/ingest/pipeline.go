@@ -440,23 +440,53 @@ func (p *pipeline) dts(au [][]byte, info auInfo, pts int64) int64 {
 	return dts
 }
 
-// wallClock returns the absolute time of an access unit: from the RTCP sender reports when
-// the sender sends them, else the receive time of the first frame plus PTS progression
-// (re-anchored when the two drift apart by more than 5 s).
+// Wall-clock policy. Frames are timed by the receive time of the first frame plus the
+// progression of their RTP timestamps (re-anchored when the two drift apart by more than
+// maxAnchorDrift, e.g. after the sender paused). When the camera sends RTCP sender
+// reports, its clock is followed only while it agrees with the receive time within
+// maxClockSkew, and then gradually (at most maxSlewPerFrame per frame), so a frame's time
+// never jumps and never goes backwards; a camera whose clock is further off is logged once
+// and timed by receive time, since an unsynchronised camera clock must not move footage
+// on the timeline. No frame is ever timed later than its receive time plus
+// maxFutureSkew.
+const (
+	maxAnchorDrift  = 5 * time.Second
+	maxClockSkew    = time.Second
+	maxSlewPerFrame = 5 * time.Millisecond
+	maxFutureSkew   = 100 * time.Millisecond
+)
+
+// wallClock returns the absolute time of an access unit (see the policy above).
 func (p *pipeline) wallClock(pkt *rtp.Packet, pktPTS, auPTS int64, now time.Time) time.Time {
-	if p.cfg.NTP != nil {
-		if ntp, ok := p.cfg.NTP(p.video.media, pkt); ok {
-			return ntp.Add(-ticksToDuration(pktPTS-auPTS, videoTimescale))
-		}
-	}
 	if p.anchorSet {
 		w := p.anchorWall.Add(ticksToDuration(auPTS-p.anchorPTS, videoTimescale))
-		if d := now.Sub(w); d < 5*time.Second && d > -5*time.Second {
-			return w
+		if d := now.Sub(w); d >= maxAnchorDrift || d <= -maxAnchorDrift {
+			p.anchorSet = false
 		}
 	}
-	p.anchorSet, p.anchorWall, p.anchorPTS = true, now, auPTS
-	return now
+	if !p.anchorSet {
+		p.anchorSet, p.anchorWall, p.anchorPTS = true, now, auPTS
+	}
+	if p.cfg.NTP != nil {
+		if ntp, ok := p.cfg.NTP(p.video.media, pkt); ok {
+			ntp = ntp.Add(-ticksToDuration(pktPTS-auPTS, videoTimescale))
+			w := p.anchorWall.Add(ticksToDuration(auPTS-p.anchorPTS, videoTimescale))
+			skew := ntp.Sub(w)
+			switch {
+			case skew > maxClockSkew || skew < -maxClockSkew:
+				p.logOnce("clock", "camera clock (RTCP sender reports) disagrees with receive time; timing frames by receive time",
+					fmt.Errorf("camera clock is %s off", skew.Round(time.Millisecond)))
+			default:
+				p.anchorWall = p.anchorWall.Add(max(-maxSlewPerFrame, min(maxSlewPerFrame, skew)))
+			}
+		}
+	}
+	w := p.anchorWall.Add(ticksToDuration(auPTS-p.anchorPTS, videoTimescale))
+	if limit := now.Add(maxFutureSkew); w.After(limit) {
+		p.anchorWall = p.anchorWall.Add(limit.Sub(w))
+		w = limit
+	}
+	return w
 }
 
 func (p *pipeline) handleAudio(a *audioIn, pkt *rtp.Packet) {

@@ -228,3 +228,25 @@ func (tl timeline) String() string {
 	}
 	return b.String()
 }
+
+// waitSettled polls cam's timeline until its last span is followed by a gap (the camera
+// stopped and the node flushed and committed what it had), and returns the timeline.
+func waitSettled(t *testing.T, base, cam string, from time.Time, timeout time.Duration) timeline {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		tl := getTimeline(t, base, cam, from, time.Now().Add(time.Minute))
+		if n := len(tl.Spans); n > 0 {
+			last := tl.Spans[n-1]
+			for _, g := range tl.Gaps {
+				if !g.Start.Before(last.End) {
+					return tl
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("camera %s: the timeline did not settle (a span then a gap) within %s:%s", cam, timeout, tl)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

@@ -12,6 +12,9 @@
 //	go test -short ./tools/e2e/          # skips the longest tests (crash, demo, H.265 push)
 //	go test ./tools/e2e/ -run Crash -v   # one test, with its measured figures in the log
 //
+// VIGIE_E2E_BIN=/path/to/vigie tests that binary instead of building one (a release
+// artefact, or a binary kept while the tree does not build).
+//
 // The tests need ffmpeg and ffprobe on PATH; without them they skip with the reason,
 // except when CI=true, where a missing tool fails the test.
 //

@@ -25,6 +25,12 @@ func TestFFmpegPush(t *testing.T) {
 	}
 }
 
+// strictWallClock turns the wall-clock checks of the push test into assertions. It is off
+// while node/ingest trusts ffmpeg's RTCP sender reports as they are: they put frames about
+// 1–3 s later than they were received (a jump at the first sender report), so a 10 s
+// publish shows as an 11–13 s span that ends after the publisher left.
+const strictWallClock = true
+
 func testPush(t *testing.T, codec string) {
 	dir := t.TempDir()
 	n := startNode(t, "node", dir, freeAddrs(t))
@@ -45,18 +51,25 @@ func testPush(t *testing.T, codec string) {
 	if err != nil {
 		t.Fatalf("ffmpeg publish to rtsp://%s/%s: %v\n%s", n.addrs.RTSP, cam, err, out)
 	}
-	pushed := time.Since(begin)
+	gone := time.Now()
+	pushed := gone.Sub(begin)
 
-	// The publisher is gone: the node flushed the fragment in progress. The timeline must
-	// show one span of about the clip's length.
-	tl := waitSpan(t, n.base(), cam, begin.Add(-time.Minute), begin, 10*time.Second)
+	// The publisher is gone: the node flushes the fragment in progress, then the timeline
+	// shows a gap after the span.
+	tl := waitSettled(t, n.base(), cam, begin.Add(-time.Minute), 10*time.Second)
 	t.Logf("published %d frames in %s; timeline:%s", frames, pushed.Round(time.Millisecond), tl)
 	if len(tl.Spans) != 1 {
 		t.Errorf("timeline has %d spans, want 1 (one uninterrupted publish)", len(tl.Spans))
 	}
 	first, last := tl.Spans[0], tl.Spans[len(tl.Spans)-1]
-	if d := last.End.Sub(first.Start); d < 8*time.Second || d > 12*time.Second {
-		t.Errorf("recorded %s, want about 10s (the clip)", d)
+	recorded := last.End.Sub(first.Start)
+	ahead := last.End.Sub(gone)
+	t.Logf("timeline: %s recorded for a 10s clip; the span ends %s after ffmpeg exited", recorded.Round(time.Millisecond), ahead.Round(time.Millisecond))
+	if strictWallClock && (recorded > 11*time.Second || ahead > time.Second) {
+		t.Errorf("the span claims %s of footage ending %s after the publisher left, for a 10s clip", recorded, ahead)
+	}
+	if recorded < 8*time.Second {
+		t.Errorf("recorded %s, want about 10s (the clip)", recorded)
 	}
 
 	mp4 := filepath.Join(dir, "export.mp4")

@@ -78,11 +78,8 @@ func (g *Gateway) camera(field, id string) (model.Camera, error) {
 	if err := model.ValidateID(field, id); err != nil {
 		return model.Camera{}, err
 	}
-	c, err := g.cfg.Catalog.Camera(model.CameraID(id))
-	if err != nil {
-		return model.Camera{}, fmt.Errorf("camera %q: %w", id, err)
-	}
-	return c, nil
+	// The catalog's errors already name the camera.
+	return g.cfg.Catalog.Camera(model.CameraID(id))
 }
 
 // listCameras pages through cameras for ListCameras and ListCameraHealth.

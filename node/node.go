@@ -84,9 +84,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.store, err = storage.Open(scfg); err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
-	if rep := n.store.RecoveryReport(); !rep.Clean() {
-		n.log.Warn("startup check repaired storage", slog.String("report", rep.String()))
-	}
+	// The store logs what its startup check repaired.
 
 	ccfg := cluster.DefaultConfig()
 	ccfg.NodeID = model.NodeID(n.cfg.NodeID)

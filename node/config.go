@@ -44,6 +44,9 @@ type Config struct {
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
 
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP listener.
+	Pprof bool `yaml:"pprof" help:"serve the Go profiler under /debug/pprof/ on http_addr"`
+
 	// NoSync disables fsync of footage and catalog (benchmarks and tests only: a crash then
 	// loses acknowledged footage).
 	NoSync bool `yaml:"no_sync" help:"disable fsync (tests and benchmarks only)"`

@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"net/http"
+	"net/http/pprof"
 
 	"github.com/vigie-vms/vigie/gateway"
 
@@ -68,5 +70,12 @@ func configureGateway(cfg *gateway.Config, n *Node) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams))
 	cfg.Handlers = n.peerHandlers()
 	cfg.Handlers["GET /metrics"] = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if n.cfg.Pprof {
+		cfg.Handlers["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
+		cfg.Handlers["/debug/pprof/cmdline"] = http.HandlerFunc(pprof.Cmdline)
+		cfg.Handlers["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
+		cfg.Handlers["/debug/pprof/symbol"] = http.HandlerFunc(pprof.Symbol)
+		cfg.Handlers["/debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
+	}
 	cfg.Version = version
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/vigie-vms/vigie/model"
@@ -55,6 +56,9 @@ type Config struct {
 	// NoSync passes --no-sync to the node (no fsync of footage and catalog). The default
 	// measures the node as shipped, with fsync.
 	NoSync bool
+	// BareEnv adds environment variables (KEY=VALUE) to the bare receiver only, e.g.
+	// GOGC=400 to see how much of the baseline is garbage collection of its small heap.
+	BareEnv []string
 	// SkipBare and SkipRecord leave one side out (debugging; the ratio then is not
 	// computed).
 	SkipBare, SkipRecord bool
@@ -70,7 +74,9 @@ type Config struct {
 	Perf bool
 
 	// WorkDir holds the clip, the binary, node data and logs. "" makes a temporary
-	// directory, removed at the end unless KeepWorkDir.
+	// directory, removed at the end unless KeepWorkDir or Perf (whose reports it holds).
+	// Node data directories (about 15 MB per camera-minute) are removed after each run
+	// unless KeepWorkDir.
 	WorkDir     string
 	KeepWorkDir bool
 
@@ -148,6 +154,11 @@ func (c Config) Validate() error {
 		}
 		if c.MeasuredCPU == c.FleetCPU {
 			errs = append(errs, model.Invalid("fleet-cpu", "%d is also measured-cpu: the fleet must not share the measured core", c.FleetCPU))
+		}
+	}
+	for i, kv := range c.BareEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			errs = append(errs, model.Invalid(fmt.Sprintf("bare-env[%d]", i), "%q, want KEY=VALUE", kv))
 		}
 	}
 	if c.SkipBare && c.SkipRecord {

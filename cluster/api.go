@@ -141,20 +141,36 @@ func (c *Cluster) DeleteCamera(ctx context.Context, id model.CameraID) error {
 	return nil
 }
 
-// Assign makes node the owner of camera. When the owner changes the epoch becomes the
-// previous one plus one; assigning the current owner again changes nothing. An empty node
-// unassigns the camera (and also moves the epoch on).
+// Assign makes node the owner of camera (an operator's decision; the leader's placement
+// may move it later). When the owner changes the epoch becomes the previous one plus one
+// and any handover under way is dropped; assigning the current owner again changes
+// nothing. An empty node unassigns the camera (and also moves the epoch on). A
+// decommissioned node is refused (model.ErrInvalid).
 func (c *Cluster) Assign(ctx context.Context, camera model.CameraID, node model.NodeID) (model.Assignment, error) {
-	res, err := c.apply(ctx, command{Op: opAssign, CameraID: camera, Node: node})
+	cur, err := c.Assignment(camera)
 	if err != nil {
 		return model.Assignment{}, fmt.Errorf("assign camera %q to node %q: %w", camera, node, err)
 	}
-	return result[model.Assignment](res)
+	ch := assignChange{Camera: camera, Force: true, Node: node, Next: cur.Next, Secondary: cur.Secondary}
+	if cur.Node != node {
+		ch.Next = ""
+	}
+	res, err := c.apply(ctx, command{Op: opSetAssignments, Changes: []assignChange{ch}, At: now()})
+	if err != nil {
+		return model.Assignment{}, fmt.Errorf("assign camera %q to node %q: %w", camera, node, err)
+	}
+	as, err := result[[]model.Assignment](res)
+	if err != nil || len(as) != 1 {
+		return model.Assignment{}, fmt.Errorf("assign camera %q: state machine answered %d assignments: %w", camera, len(as), err)
+	}
+	return as[0], nil
 }
 
 // CommitSegment records a segment in the catalog, as a compare-and-set on the camera's
-// epoch: seg.Epoch must equal the camera's current assignment epoch, else
-// model.ErrStaleEpoch and nothing changes. Committing the same segment ID again overwrites
+// epoch: seg.Epoch must equal the camera's current assignment epoch, and seg.Node must
+// record the camera at that epoch (its owner, its Next during a handover, or its
+// Secondary), else model.ErrStaleEpoch and nothing changes (a camera without owner checks
+// the epoch only). Committing the same segment ID again overwrites
 // it (idempotent; used when a segment is sealed or moved).
 func (c *Cluster) CommitSegment(ctx context.Context, seg model.Segment) error {
 	if _, err := c.apply(ctx, command{Op: opCommitSegment, Segment: seg}); err != nil {
@@ -319,10 +335,10 @@ func (c *Cluster) Segments(camera model.CameraID, from, to time.Time) ([]model.S
 	}
 	err := c.fsm.scanTimes(prefixSegment, camera, from, to, begin, func(v []byte) error {
 		d := decoder{b: v}
-		if ver := d.u8(); ver != valueVersion {
-			return fmt.Errorf("%w segment: unknown value version %d (%w)", errDecode, ver, model.ErrCorrupt)
+		if d.ver = d.u8(); d.ver < minValueVersion || d.ver > valueVersion {
+			return fmt.Errorf("%w segment: unknown value version %d (%w)", errDecode, d.ver, model.ErrCorrupt)
 		}
-		s := d.segmentCached(&cache)
+		s := d.storedSegmentCached(&cache)
 		if err := d.end(); err != nil {
 			return fmt.Errorf("segment: %w (%w)", err, model.ErrCorrupt)
 		}

@@ -108,3 +108,58 @@ func BenchmarkSegmentsDay(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perDay, "ns/segment")
 }
+
+// BenchmarkReassign1000: the leader's work when a node that owned 1,000 cameras is
+// declared dead: read the state, plan, and commit the reassignments as one raft command
+// (applied on a single node; a real cluster adds one replication round trip).
+func BenchmarkReassign1000(b *testing.B) {
+	c := newTestCluster(b)
+	ctx := ctxT(b)
+	mustTenant(b, c, "lyon", 0)
+	cams := make([]model.Camera, 1000)
+	for i := range cams {
+		cams[i] = cam(model.CameraID(fmt.Sprintf("cam-%04d", i)), "lyon")
+	}
+	mustCameras(b, c, cams...)
+	toDead := make([]assignChange, len(cams))
+	for i, cm := range cams {
+		toDead[i] = assignChange{Camera: cm.ID, Force: true, Node: "dead"}
+	}
+	var readT, planT, applyT time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if _, err := c.apply(ctx, command{Op: opSetAssignments, Changes: toDead, At: t0}); err != nil {
+			b.Fatal(err)
+		}
+		ns := map[model.NodeID]*placeNode{}
+		for _, id := range []model.NodeID{"n1", "n2", "n3", "n4"} {
+			ns[id] = &placeNode{ID: id, Weight: 1, Alive: true, Eligible: true}
+		}
+		ns["dead"] = &placeNode{ID: "dead", Weight: 1, DeadSince: t0}
+		b.StartTimer()
+
+		start := time.Now()
+		pc, known, err := c.fsm.placementCameras()
+		if err != nil {
+			b.Fatal(err)
+		}
+		estimateBitrates(pc, known)
+		t1 := time.Now()
+		out := plan(placementInput{Now: t0.Add(time.Minute), Cameras: pc, Nodes: ns, DeadGrace: time.Second, MaxMoves: 64, HandoverTimeout: time.Minute})
+		t2 := time.Now()
+		res, err := c.applyLocal(ctx, command{Op: opSetAssignments, Changes: out.Changes, At: t0})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := len(res.([]model.Assignment)); n != 1000 {
+			b.Fatalf("%d cameras reassigned, want 1000", n)
+		}
+		readT += t1.Sub(start)
+		planT += t2.Sub(t1)
+		applyT += time.Since(t2)
+	}
+	b.ReportMetric(float64(readT.Microseconds())/float64(b.N), "read-µs/op")
+	b.ReportMetric(float64(planT.Microseconds())/float64(b.N), "plan-µs/op")
+	b.ReportMetric(float64(applyT.Microseconds())/float64(b.N), "apply-µs/op")
+}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +31,12 @@ type Cluster struct {
 	transport raft.Transport
 	ownsTrans bool
 	raft      *raft.Raft
+
+	// members is nil when gossip is off (single node).
+	members    *membership
+	memberKick chan struct{}
+	loopStop   chan struct{}
+	loopDone   chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -57,7 +62,7 @@ func Open(cfg Config) (_ *Cluster, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: Dir: %w", err)
 	}
-	c := &Cluster{cfg: cfg, logger: logger, sealer: s}
+	c := &Cluster{cfg: cfg, logger: logger, sealer: s, memberKick: make(chan struct{}, 1)}
 	// On failure, undo in reverse order what was opened.
 	defer func() {
 		if err != nil {
@@ -90,7 +95,7 @@ func Open(cfg Config) (_ *Cluster, err error) {
 
 	rc := cfg.raftConfig()
 	rc.Logger = hl
-	if cfg.Bootstrap {
+	if cfg.bootstraps() {
 		has, err := raft.HasExistingState(c.logs, c.logs, c.snaps)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: read raft state: %w", err)
@@ -110,8 +115,19 @@ func Open(cfg Config) (_ *Cluster, err error) {
 	if c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.logs, c.snaps, c.transport); err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
+	if cfg.gossip() {
+		meta := cfg.Meta
+		meta.RaftAddr = string(c.transport.LocalAddr())
+		if c.members, err = newMembership(cfg, meta, logger, c.kickMembers); err != nil {
+			_ = c.raft.Shutdown().Error()
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
+	c.loopStop, c.loopDone = make(chan struct{}), make(chan struct{})
+	go c.leaderLoop()
 	logger.Info("cluster node open",
 		slog.String("raft_addr", string(c.transport.LocalAddr())),
+		slog.Bool("gossip", c.members != nil),
 		slog.Uint64("applied_index", c.fsm.applied.Load()))
 	return c, nil
 }
@@ -141,11 +157,22 @@ func (c *Cluster) catchUpWithSnapshot() error {
 	return nil
 }
 
-// Close stops raft, then closes the transport (if Open created it), the raft log and the
-// store, in that order. It is safe to call more than once.
+// Close stops the leader duties, leaves the gossip (the others see the node leave at
+// once rather than after failure detection), stops raft, then closes the transport (if
+// Open created it), the raft log and the store, in that order. It is safe to call more
+// than once.
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
+		if c.loopStop != nil {
+			close(c.loopStop)
+			<-c.loopDone
+		}
+		if c.members != nil {
+			if err := c.members.shutdown(true); err != nil {
+				errs = append(errs, fmt.Errorf("gossip shutdown: %w", err))
+			}
+		}
 		if c.raft != nil {
 			if err := c.raft.Shutdown().Error(); err != nil {
 				errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
@@ -214,45 +241,122 @@ func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 // snapshot restore. Reconcilers re-read the state when it fires.
 func (c *Cluster) Changes() <-chan struct{} { return c.fsm.changes }
 
-// Status lists the members of the raft configuration with their role ("leader", "voter",
-// "nonvoter") and how many cameras are assigned to each.
-func (c *Cluster) Status() []model.NodeStatus {
-	_, leader := c.raft.LeaderWithID()
-	var servers []raft.Server
-	if f := c.raft.GetConfiguration(); f.Error() == nil {
-		servers = f.Configuration().Servers
-	}
-	if len(servers) == 0 {
-		servers = []raft.Server{{ID: raft.ServerID(c.cfg.NodeID), Address: c.transport.LocalAddr(), Suffrage: raft.Nonvoter}}
-	}
-	counts, err := c.fsm.assignedCounts()
-	if err != nil {
-		c.logger.Warn("status: count assignments", slog.Any("error", err))
-	}
-	out := make([]model.NodeStatus, 0, len(servers))
-	for _, s := range servers {
-		st := model.NodeStatus{ID: model.NodeID(s.ID), RaftAddr: string(s.Address), Cameras: counts[model.NodeID(s.ID)]}
-		switch {
-		case s.ID == leader:
-			st.Role = "leader"
-		case s.Suffrage == raft.Voter:
-			st.Role = "voter"
-		default:
-			st.Role = "nonvoter"
-		}
-		if model.NodeID(s.ID) == c.cfg.NodeID {
-			st.State = strings.ToLower(c.raft.State().String())
-		}
-		out = append(out, st)
-	}
-	return out
-}
+// Status lists every node (see Members).
+func (c *Cluster) Status() []model.NodeStatus { return c.Members() }
 
-// apply submits a command to raft and waits until it is applied here. Refusals of the
-// state machine come back as errors wrapping the model sentinels.
+// apply submits a command: to raft when this node is the leader, else through the
+// Forwarder to the leader (when there is one). It waits until the command is applied (on
+// the leader; this node's store follows shortly after). Refusals of the state machine come
+// back as errors wrapping the model sentinels. When the leader changes under a write that
+// was refused with model.ErrNotLeader, the write is sent to the new leader, within
+// ApplyTimeout.
 func (c *Cluster) apply(ctx context.Context, cmd command) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
+	defer cancel()
+	if c.cfg.Forwarder == nil {
+		return c.applyLocal(ctx, cmd)
+	}
+	var payload []byte
+	wait := time.NewTicker(20 * time.Millisecond)
+	defer wait.Stop()
+	var lastErr error
+	for {
+		_, leader := c.raft.LeaderWithID()
+		switch {
+		case leader == raft.ServerID(c.cfg.NodeID):
+			res, err := c.applyLocal(ctx, cmd)
+			if !errors.Is(err, model.ErrNotLeader) {
+				return res, err
+			}
+			lastErr = err
+		case leader != "":
+			if payload == nil {
+				payload = encodeForward(encodeCommand(cmd))
+			}
+			id := model.NodeID(leader)
+			var meta NodeMeta
+			if c.members != nil {
+				mb, _ := c.members.get(id)
+				meta = mb.Meta
+			}
+			ans, err := c.cfg.Forwarder.Forward(ctx, id, meta, payload)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("forward to leader %q: %w (the write may still be applied)", id, err)
+				}
+				// Unreachable leader: retry only if another leader shows up (a write
+				// that failed in transit may have been applied; never send it twice to
+				// the same leader).
+				lastErr = fmt.Errorf("cannot reach the leader %q: %v: %w", id, err, model.ErrNotLeader)
+				if !c.waitLeaderChange(ctx, leader) {
+					return nil, lastErr
+				}
+				continue
+			}
+			res, idx, err := decodeAnswer(ans)
+			if !errors.Is(err, model.ErrNotLeader) {
+				c.waitApplied(ctx, idx)
+				return res, err
+			}
+			lastErr = err
+		default:
+			lastErr = fmt.Errorf("no leader known (an election is under way or the quorum is lost): %w", model.ErrNotLeader)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (gave up after %v)", lastErr, c.cfg.ApplyTimeout)
+		case <-wait.C:
+		}
+	}
+}
+
+// waitApplied waits (within ctx) until this node's store holds the entry at index, so a
+// write forwarded from here is visible to the reads that follow it here.
+func (c *Cluster) waitApplied(ctx context.Context, index uint64) {
+	if index == 0 || c.fsm.applied.Load() >= index {
+		return
+	}
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for c.fsm.applied.Load() < index {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// waitLeaderChange waits until raft knows a leader other than old; false when ctx ends
+// first.
+func (c *Cluster) waitLeaderChange(ctx context.Context, old raft.ServerID) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, id := c.raft.LeaderWithID(); id != "" && id != old {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// applyLocal submits a command to this node's raft and waits until it is applied here.
+func (c *Cluster) applyLocal(ctx context.Context, cmd command) (any, error) {
+	res, _, err := c.applyLocalIndex(ctx, cmd)
+	return res, err
+}
+
+// applyLocalIndex is applyLocal that also returns the command's raft index.
+func (c *Cluster) applyLocalIndex(ctx context.Context, cmd command) (any, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 	defer cancel()
@@ -265,25 +369,25 @@ func (c *Cluster) apply(ctx context.Context, cmd command) (any, error) {
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("not applied within %v: %w (the write may still be applied)", timeout.Round(time.Millisecond), ctx.Err())
+		return nil, 0, fmt.Errorf("not applied within %v: %w (the write may still be applied)", timeout.Round(time.Millisecond), ctx.Err())
 	}
 	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 			errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			addr, id := c.raft.LeaderWithID()
-			return nil, fmt.Errorf("%w (leader is %q at %q): %v", model.ErrNotLeader, id, addr, err)
+			return nil, 0, fmt.Errorf("%w (leader is %q at %q): %v", model.ErrNotLeader, id, addr, err)
 		case errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, fmt.Errorf("not committed within %v: %w", timeout, context.DeadlineExceeded)
+			return nil, 0, fmt.Errorf("not committed within %v: %w", timeout, context.DeadlineExceeded)
 		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, fmt.Errorf("cluster node is closed: %w", model.ErrNotLeader)
+			return nil, 0, fmt.Errorf("cluster node is closed: %w", model.ErrNotLeader)
 		}
-		return nil, err
+		return nil, 0, err
 	}
 	if e, ok := f.Response().(error); ok {
-		return nil, e
+		return nil, f.Index(), e
 	}
-	return f.Response(), nil
+	return f.Response(), f.Index(), nil
 }
 
 // now is the wall clock of the caller side (never read inside the state machine).

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
 	"github.com/vigie-vms/vigie/model"
@@ -289,7 +290,13 @@ func TestAssignAndEpochFencing(t *testing.T) {
 	if got, _ := c.Segments("cam", t0.Add(-time.Hour), t0.Add(time.Hour)); len(got) != 0 {
 		t.Fatalf("stale commit left %d segments", len(got))
 	}
+	// the current epoch from a node that does not record the camera is fenced too
+	err = c.CommitSegment(ctx, seg("s-other", "cam", 2, t0, 2*time.Second)) // from n1
+	if !errors.Is(err, model.ErrStaleEpoch) || !strings.Contains(err.Error(), `comes from node "n1"`) {
+		t.Fatalf("commit from a node that is not the owner: %v", err)
+	}
 	s := seg("s-new", "cam", 2, t0, 2*time.Second)
+	s.Node = "n2"
 	if err := c.CommitSegment(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +480,7 @@ func TestStatusAndTCPTransport(t *testing.T) {
 	mustCameras(t, c, cam("a", "lyon"), cam("b", "lyon"))
 	_, _ = c.Assign(ctxT(t), "a", "n1")
 	st := c.Status()
-	if len(st) != 1 || st[0].ID != "n1" || st[0].Role != "leader" || st[0].State != "leader" || st[0].Cameras != 1 ||
+	if len(st) != 1 || st[0].ID != "n1" || st[0].Role != "leader" || st[0].State != model.NodeActive || st[0].Cameras != 1 ||
 		!strings.HasPrefix(st[0].RaftAddr, "127.0.0.1:") || strings.HasSuffix(st[0].RaftAddr, ":0") {
 		t.Fatalf("Status: %+v", st)
 	}
@@ -488,6 +495,8 @@ func TestStatusAndTCPTransport(t *testing.T) {
 func TestWriteWithoutLeaderIsNotLeader(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Bootstrap = false
+	cfg.MemberTransport = (&memberlist.MockNetwork{}).NewTransport("n1")
+	cfg.Seeds = []string{"127.0.0.1:9"} // nobody: the node waits to be added
 	c, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

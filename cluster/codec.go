@@ -65,6 +65,8 @@ func boolByte(v bool) byte {
 type decoder struct {
 	b   []byte
 	err error
+	// ver is the layout version of the value being read (values only).
+	ver byte
 }
 
 func (d *decoder) fail(what string) {

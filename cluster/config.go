@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
 	"github.com/vigie-vms/vigie/model"
@@ -24,7 +25,9 @@ type Config struct {
 	// Transport, when set, replaces the TCP transport (raft.NewInmemTransport in tests).
 	// Close does not close an injected transport.
 	Transport raft.Transport
-	// Bootstrap makes this node a single-voter cluster when Dir holds no raft state.
+	// Bootstrap makes this node a single-voter cluster when Dir holds no raft state. A
+	// node without Seeds bootstraps too; a node with Seeds and no Bootstrap waits until
+	// the leader adds it to raft.
 	Bootstrap bool
 	// SecretKey is the 32-byte AES-256-GCM key that seals camera passwords. Every node of
 	// the cluster needs the same key.
@@ -48,14 +51,76 @@ type Config struct {
 	TrailingLogs      uint64
 	// SnapshotRetain is how many snapshots are kept on disk.
 	SnapshotRetain int
+
+	// ---- membership (memberlist) ----
+
+	// GossipAddr is the host:port memberlist binds and advertises (UDP and TCP) when
+	// MemberTransport is nil. Gossip is off when both are empty: the node is a cluster of
+	// its own (the single-node default), and Members lists the raft servers only.
+	GossipAddr string
+	// MemberTransport, when set, replaces memberlist's network transport (an in-memory
+	// network in tests). Close shuts it down through memberlist.
+	MemberTransport memberlist.Transport
+	// Seeds are gossip addresses of other nodes to join. Open does not wait for them: it
+	// keeps trying in the background every RejoinInterval until one answers.
+	Seeds []string
+	// Meta is what the other nodes learn about this one through gossip (at most
+	// MaxMetaSize bytes encoded). Meta.RaftAddr is filled in by Open.
+	Meta NodeMeta
+	// Forwarder carries writes made on a follower to the leader. Without it a write on a
+	// follower fails with model.ErrNotLeader naming the leader.
+	Forwarder Forwarder
+
+	// Failure detection (see DESIGN.md for the detection times they give). A node that
+	// misses a probe (ProbeTimeout, then indirect probes until the end of ProbeInterval)
+	// is suspected; it is declared dead after SuspicionMult × max(1, log10 N) ×
+	// ProbeInterval (up to SuspicionMaxTimeoutMult times that while no other node
+	// confirms the suspicion).
+	ProbeInterval           time.Duration
+	ProbeTimeout            time.Duration
+	SuspicionMult           int
+	SuspicionMaxTimeoutMult int
+	// GossipInterval is how often state is gossiped to a few random nodes;
+	// PushPullInterval how often full state is exchanged with one node.
+	GossipInterval   time.Duration
+	PushPullInterval time.Duration
+	// RejoinInterval: how often a node that has not joined anyone, or that sees members
+	// dead, tries the seeds and the dead members' addresses again (heals partitions).
+	RejoinInterval time.Duration
+
+	// ---- leader duties ----
+
+	// ManageCameras runs the leader's placement: every camera owned by one live active
+	// node, balanced by bitrate, moved off dead and draining nodes. Off, cameras are
+	// assigned only by Assign.
+	ManageCameras bool
+	// ReconcileInterval is how often the leader reconciles membership with raft and
+	// placement with the cameras, besides reacting to changes at once.
+	ReconcileInterval time.Duration
+	// DeadNodeGrace is how long a node must have been declared dead by memberlist before
+	// its cameras move to survivors.
+	DeadNodeGrace time.Duration
+	// DeadServerGrace is how long a dead node stays in the raft configuration before the
+	// leader removes it (a voter is replaced by promoting a non-voter at once).
+	DeadServerGrace time.Duration
+	// HandoverTimeout: a planned move whose incoming node has not confirmed it records
+	// the camera within this time is retried with another node.
+	HandoverTimeout time.Duration
+	// MaxMovesPerRound bounds the planned moves (drain, rebalance) started per round.
+	MaxMovesPerRound int
+	// RebalanceTolerance: nodes are left alone while every node's load is within this
+	// fraction of the mean (0.05 = ±5 %).
+	RebalanceTolerance float64
 }
+
+// MaxMetaSize is memberlist's limit on node metadata.
+const MaxMetaSize = memberlist.MetaMaxSize
 
 // DefaultConfig returns the configuration of a single node on 127.0.0.1. NodeID, Dir and
 // SecretKey have no sensible default and must be set.
 func DefaultConfig() Config {
 	return Config{
 		RaftAddr:           "127.0.0.1:7000",
-		Bootstrap:          true,
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
@@ -65,6 +130,22 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,
 		SnapshotRetain:     2,
+
+		ProbeInterval:           500 * time.Millisecond,
+		ProbeTimeout:            250 * time.Millisecond,
+		SuspicionMult:           4,
+		SuspicionMaxTimeoutMult: 4,
+		GossipInterval:          100 * time.Millisecond,
+		PushPullInterval:        5 * time.Second,
+		RejoinInterval:          2 * time.Second,
+
+		ManageCameras:      true,
+		ReconcileInterval:  time.Second,
+		DeadNodeGrace:      2 * time.Second,
+		DeadServerGrace:    5 * time.Minute,
+		HandoverTimeout:    30 * time.Second,
+		MaxMovesPerRound:   64,
+		RebalanceTolerance: 0.05,
 	}
 }
 
@@ -126,8 +207,55 @@ func (c Config) Validate() error {
 	if c.SnapshotRetain < 1 {
 		bad("SnapshotRetain", "must be at least 1, got %d", c.SnapshotRetain)
 	}
+	if c.MemberTransport == nil && c.GossipAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GossipAddr); err != nil {
+			bad("GossipAddr", "%q is not host:port: %v", c.GossipAddr, err)
+		}
+	}
+	if len(c.Seeds) > 0 && c.MemberTransport == nil && c.GossipAddr == "" {
+		bad("Seeds", "need gossip: set GossipAddr")
+	}
+	if n := len(c.Meta.encode()); n > MaxMetaSize {
+		bad("Meta", "encodes to %d bytes, more than memberlist's %d", n, MaxMetaSize)
+	}
+	if c.gossip() {
+		pos("ProbeInterval", c.ProbeInterval)
+		pos("ProbeTimeout", c.ProbeTimeout)
+		pos("GossipInterval", c.GossipInterval)
+		pos("PushPullInterval", c.PushPullInterval)
+		pos("RejoinInterval", c.RejoinInterval)
+		if c.ProbeTimeout > c.ProbeInterval {
+			bad("ProbeTimeout", "(%v) must not exceed ProbeInterval (%v)", c.ProbeTimeout, c.ProbeInterval)
+		}
+		if c.SuspicionMult < 1 {
+			bad("SuspicionMult", "must be at least 1, got %d", c.SuspicionMult)
+		}
+		if c.SuspicionMaxTimeoutMult < 1 {
+			bad("SuspicionMaxTimeoutMult", "must be at least 1, got %d", c.SuspicionMaxTimeoutMult)
+		}
+	}
+	pos("ReconcileInterval", c.ReconcileInterval)
+	if c.DeadNodeGrace < 0 {
+		bad("DeadNodeGrace", "must not be negative, got %v", c.DeadNodeGrace)
+	}
+	if c.DeadServerGrace < 0 {
+		bad("DeadServerGrace", "must not be negative, got %v", c.DeadServerGrace)
+	}
+	pos("HandoverTimeout", c.HandoverTimeout)
+	if c.MaxMovesPerRound < 1 {
+		bad("MaxMovesPerRound", "must be at least 1, got %d", c.MaxMovesPerRound)
+	}
+	if c.RebalanceTolerance < 0 || c.RebalanceTolerance >= 1 {
+		bad("RebalanceTolerance", "must be in [0, 1), got %v", c.RebalanceTolerance)
+	}
 	return errors.Join(errs...)
 }
+
+// gossip reports whether memberlist runs.
+func (c Config) gossip() bool { return c.MemberTransport != nil || c.GossipAddr != "" }
+
+// bootstraps reports whether an empty node makes itself a single-voter cluster.
+func (c Config) bootstraps() bool { return c.Bootstrap || len(c.Seeds) == 0 }
 
 func (c Config) raftConfig() *raft.Config {
 	rc := raft.DefaultConfig()

@@ -20,11 +20,28 @@
 //
 // What this package must not do: import storage, gateway or node (it speaks in the types
 // of package model only); read the wall clock, do network or file I/O other than its
-// Pebble batch, or use randomness inside the state machine; hold a camera password in
-// clear anywhere but in memory.
+// Pebble batch, or use randomness inside the state machine (the leader's decisions are
+// made outside it and travel in the commands); hold a camera password in clear anywhere
+// but in memory; talk HTTP itself (forwarding goes through the injected Forwarder).
 //
-// Today a cluster is one node bootstrapped as a single voter. Membership (memberlist),
-// adding voters and non-voters, and forwarding writes to the leader come next and fit
-// around Open's raft node without changing the state machine. See DESIGN.md for the
-// invariants.
+// Several nodes: every node gossips (hashicorp/memberlist) its liveness and its NodeMeta
+// (addresses, zone, capacity). A node without seeds, or with Bootstrap, starts a
+// single-voter raft cluster; the others join the gossip through their seeds, and the
+// leader adds them to raft: voters up to 3 (5 from 7 nodes), spread across zones, the
+// rest non-voters that still apply the whole log (reads are local everywhere). A write
+// made on a follower is carried to the leader by the injected Forwarder (the node does it
+// over HTTP: ApplyForwarded on the other end); errors keep their model sentinel.
+//
+// The leader also places cameras (placement.go): every camera is owned by exactly one
+// live active node, balanced by the bitrates nodes report (ReportLoad). A dead node's
+// cameras move once gossip has declared it dead and DeadNodeGrace has passed, with a new
+// epoch. Planned moves (Drain, rebalance) are make-before-break: the leader names the
+// incoming node in Assignment.Next, that node records and calls ConfirmRecording, and
+// only then does it become the owner (epoch + 1). Critical cameras get a Secondary that
+// records too. Footage recorded by a node cut off from the quorum is kept with
+// ReconcileSegment (Reconciled=true), never replacing current-epoch entries.
+//
+// Gossip is off when neither GossipAddr nor MemberTransport is set: the node is then a
+// cluster of its own (the embedded single-node default). Package clustertest runs
+// several nodes in one test process. See DESIGN.md for the invariants and measurements.
 package cluster

@@ -47,6 +47,8 @@ type fsm struct {
 	failed atomic.Pointer[error]
 
 	changes chan struct{}
+	// kick wakes the leader's placement loop (assignments, cameras, loads, node states).
+	kick chan struct{}
 
 	// counters for tests and metrics
 	nApplied atomic.Uint64 // commands applied to the store
@@ -62,7 +64,7 @@ func openFSM(dir string, logger *slog.Logger) (*fsm, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	f := &fsm{db: db, logger: logger, changes: make(chan struct{}, 1)}
+	f := &fsm{db: db, logger: logger, changes: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 	v, ok, err := getRaw(db, keyApplied)
 	if err != nil {
 		_ = db.Close()
@@ -96,6 +98,14 @@ func (f *fsm) signal() {
 	case f.changes <- struct{}{}:
 	default:
 	}
+	f.signalKick()
+}
+
+func (f *fsm) signalKick() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
 }
 
 // internalError marks a failure of the store itself (not a refusal of the command).
@@ -127,7 +137,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	defer b.Close()
 	applied := f.applied.Load()
 	last := applied
-	touched := false
+	touched, kicked := false, false
 	var nApplied, nSkipped uint64
 	for i, l := range logs {
 		if l.Index <= applied {
@@ -157,8 +167,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		nApplied++
 		resps[i] = res
 		switch cmd.Op {
-		case opCreateCameras, opUpdateCamera, opDeleteCamera, opAssign:
+		case opCreateCameras, opUpdateCamera, opDeleteCamera, opAssign, opSetAssignments, opConfirmRecording:
 			touched = true
+		case opSetNodeState, opReportLoad:
+			kicked = true
 		}
 	}
 	if last != applied {
@@ -176,6 +188,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	f.nSkipped.Add(nSkipped)
 	if touched {
 		f.signal()
+	} else if kicked {
+		f.signalKick()
 	}
 	return resps
 }
@@ -213,6 +227,16 @@ func (f *fsm) apply(b *pebble.Batch, c command) (any, error) {
 		return applyDeleteSegments(b, c.SegmentIDs, c.Reason, c.At)
 	case opRecordOutage:
 		return nil, applyRecordOutage(b, c.Outage)
+	case opSetAssignments:
+		return applySetAssignments(b, c.Changes, c.At)
+	case opConfirmRecording:
+		return applyConfirmRecording(b, c.CameraID, c.Node, c.At)
+	case opSetNodeState:
+		return nil, applySetNodeState(b, c.Node, c.State, c.At)
+	case opReportLoad:
+		return applyReportLoad(b, c.Node, c.Loads)
+	case opReconcileSegment:
+		return applyReconcileSegment(b, c.Segment)
 	}
 	return nil, fmt.Errorf("%w: unknown command op %d", errDecode, byte(c.Op))
 }
@@ -338,13 +362,16 @@ func applyDeleteCamera(b *pebble.Batch, id model.CameraID) error {
 	if ok {
 		// Keep the epoch and move it on, so a re-created camera never hands out an epoch
 		// that a former owner could still be writing with.
-		a.Node = ""
+		a.Node, a.Next, a.Secondary = "", "", ""
 		a.Epoch++
 		if err := b.Set(assignKey(id), encAssignment(a), nil); err != nil {
 			return storeErr(err)
 		}
 	}
 	if err := b.Delete(cameraKey(id), nil); err != nil {
+		return storeErr(err)
+	}
+	if err := b.Delete(loadKey(id), nil); err != nil {
 		return storeErr(err)
 	}
 	return storeErr(b.Delete(tenantCamKey(c.Tenant, id), nil))
@@ -398,6 +425,26 @@ func applyCommitSegment(b *pebble.Batch, s model.Segment) error {
 		return fmt.Errorf("segment %q of camera %q carries epoch %d, the camera's epoch is %d (owner %q): %w",
 			s.ID, s.Camera, s.Epoch, a.Epoch, a.Node, model.ErrStaleEpoch)
 	}
+	if !mayWrite(a, s.Node) {
+		return fmt.Errorf("segment %q of camera %q comes from node %q, which does not record the camera at epoch %d (owner %q, next %q, secondary %q): %w",
+			s.ID, s.Camera, s.Node, a.Epoch, a.Node, a.Next, a.Secondary, model.ErrStaleEpoch)
+	}
+	s.Reconciled = false
+	return putSegment(b, s)
+}
+
+// mayWrite reports whether node records the camera at the assignment's epoch: its owner,
+// the incoming owner of a handover (its footage counts from the start), or the secondary
+// of a critical camera. A camera without owner fences on the epoch alone.
+func mayWrite(a model.Assignment, node model.NodeID) bool {
+	if a.Node == "" {
+		return true
+	}
+	return node == a.Node || (a.Next != "" && node == a.Next) || (a.Secondary != "" && node == a.Secondary)
+}
+
+// putSegment stores a segment (the checks are done), replacing an entry with the same id.
+func putSegment(b *pebble.Batch, s model.Segment) error {
 	key := segmentKey(s)
 	oldKey, ok, err := getRaw(b, segIDKey(s.ID))
 	if err != nil {

@@ -34,12 +34,20 @@ func workload() []command {
 		command{Op: opAssign, CameraID: "b", Node: "n1"},
 	)
 	for i := 0; i < 40; i++ {
-		cmds = append(cmds, command{Op: opCommitSegment, Segment: seg(fmt.Sprintf("s%d", i), "a", 2, t0.Add(time.Duration(i)*2*time.Second), 2*time.Second)})
+		s := seg(fmt.Sprintf("s%d", i), "a", 2, t0.Add(time.Duration(i)*2*time.Second), 2*time.Second)
+		s.Node = "n2" // the owner at epoch 2
+		cmds = append(cmds, command{Op: opCommitSegment, Segment: s})
 	}
 	cmds = append(cmds,
 		command{Op: opCommitSegment, Segment: seg("stale", "a", 1, t0, time.Second)}, // refused
 		command{Op: opRecordOutage, Outage: model.Outage{Camera: "b", Start: t0, Cause: model.GapCameraUnreachable}},
 		command{Op: opDeleteSegments, SegmentIDs: []model.SegmentID{"s1", "s2"}, Reason: "retention", At: t0.Add(time.Hour)},
+		command{Op: opSetAssignments, At: t0, Changes: []assignChange{{Camera: "a", IfEpoch: 2, IfNode: "n2", Node: "n2", Next: "n3", Secondary: "n1"}}},
+		command{Op: opReportLoad, Node: "n2", Loads: []cameraLoad{{Camera: "a", Bps: 2.5e6}, {Camera: "b", Bps: 1e6}}},
+		command{Op: opConfirmRecording, CameraID: "a", Node: "n3", At: t0.Add(time.Minute)},
+		command{Op: opReconcileSegment, Segment: seg("late", "a", 2, t0.Add(time.Hour), time.Second)},
+		command{Op: opSetNodeState, Node: "n2", State: model.NodeDraining, At: t0},
+		command{Op: opSetNodeState, Node: "n2", State: model.NodeDecommissioned, At: t0},
 		command{Op: opDeleteCamera, CameraID: "b"},
 		command{Op: opUpdateTenant, Tenant: model.Tenant{ID: "lyon", Name: "Lyon Métropole", RetentionDays: 30, UpdatedAt: t0.Add(time.Hour)}},
 	)
@@ -98,7 +106,7 @@ func TestFSMIsDeterministic(t *testing.T) {
 // TestFSMSourceHasNoClockOrRandomness guards the state machine's code: the files the FSM
 // is made of must not read the wall clock or randomness.
 func TestFSMSourceHasNoClockOrRandomness(t *testing.T) {
-	for _, file := range []string{"fsm.go", "values.go", "codec.go", "keys.go", "snapshot.go"} {
+	for _, file := range []string{"fsm.go", "fsm_cluster.go", "values.go", "codec.go", "keys.go", "snapshot.go"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
@@ -224,8 +232,26 @@ func TestImports(t *testing.T) {
 		}
 		for _, imp := range af.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
-			if strings.HasPrefix(p, "github.com/vigie-vms/vigie/") && p != "github.com/vigie-vms/vigie/model" {
+			if strings.HasPrefix(p, "github.com/vigie-vms/vigie/") && p != "github.com/vigie-vms/vigie/model" &&
+				!(strings.HasSuffix(f, "_test.go") && strings.HasPrefix(p, "github.com/vigie-vms/vigie/cluster")) {
 				t.Errorf("%s imports %s: cluster may import only model of ours", f, p)
+			}
+		}
+	}
+	// the test harness may use cluster and model, nothing else of ours
+	files, _ = filepath.Glob("clustertest/*.go")
+	if len(files) == 0 {
+		t.Fatal("no clustertest sources found")
+	}
+	for _, f := range files {
+		af, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range af.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if strings.HasPrefix(p, "github.com/vigie-vms/vigie/") && p != "github.com/vigie-vms/vigie/model" && p != "github.com/vigie-vms/vigie/cluster" {
+				t.Errorf("%s imports %s: clustertest may import only cluster and model of ours", f, p)
 			}
 		}
 	}

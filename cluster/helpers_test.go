@@ -55,6 +55,8 @@ func testConfig(t testing.TB, dir string) Config {
 	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
 	cfg.CommitTimeout = 5 * time.Millisecond
 	cfg.ApplyTimeout = 5 * time.Second
+	cfg.ManageCameras = false // these tests assign cameras by hand
+	cfg.ReconcileInterval = 20 * time.Millisecond
 	return cfg
 }
 

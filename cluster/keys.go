@@ -21,6 +21,8 @@ import (
 //	sm/{camera}                        → longest segment duration ever committed for the camera (bounds range-scan lookback)
 //	o/{camera}\x00{start}              → outage
 //	d/{camera}\x00{start}{segment id}  → deletion record (start of the deleted footage)
+//	n/{node}                           → node record (draining, decommissioned)
+//	l/{camera}                         → the camera's last reported bitrate (bits/s)
 var (
 	keyApplied      = []byte("m/applied")
 	prefixTenant    = []byte("t/")
@@ -32,7 +34,12 @@ var (
 	prefixSegMax    = []byte("sm/")
 	prefixOutage    = []byte("o/")
 	prefixDeletion  = []byte("d/")
+	prefixNode      = []byte("n/")
+	prefixLoad      = []byte("l/")
 )
+
+func nodeKey(id model.NodeID) []byte   { return join(prefixNode, []byte(id)) }
+func loadKey(id model.CameraID) []byte { return join(prefixLoad, []byte(id)) }
 
 func join(parts ...[]byte) []byte {
 	n := 0

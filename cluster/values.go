@@ -2,14 +2,22 @@ package cluster
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/vigie-vms/vigie/model"
 )
 
 // valueVersion is the first byte of every value stored in Pebble. A change of layout
-// bumps it and the decoders keep reading the older versions.
-const valueVersion = 1
+// bumps it and the decoders keep reading the older versions:
+//
+//	1: the first layout.
+//	2: an assignment adds Since, Next and Secondary; a segment adds Reconciled. Other
+//	   values are laid out as in 1.
+const valueVersion = 2
+
+// minValueVersion is the oldest value layout the decoders read.
+const minValueVersion = 1
 
 // storedCamera is a camera as the catalog holds it: the password is never in clear, only
 // sealed (AES-256-GCM) in Secret. Camera.Password is always empty here.
@@ -175,14 +183,43 @@ func (e *encoder) assignment(a model.Assignment) {
 	e.str(string(a.Camera))
 	e.str(string(a.Node))
 	e.uvarint(a.Epoch)
+	// version 2
+	e.time(a.Since)
+	e.str(string(a.Next))
+	e.str(string(a.Secondary))
 }
 
 func (d *decoder) assignment() model.Assignment {
-	return model.Assignment{
+	a := model.Assignment{
 		Camera: model.CameraID(d.str()),
 		Node:   model.NodeID(d.str()),
 		Epoch:  d.uvarint(),
 	}
+	if d.ver >= 2 {
+		a.Since = d.time()
+		a.Next = model.NodeID(d.str())
+		a.Secondary = model.NodeID(d.str())
+	}
+	return a
+}
+
+// nodeRecord is what the replicated state knows of a node beyond gossip: the state an
+// operator put it in (draining, decommissioned). A node without a record is active once
+// it is a raft server.
+type nodeRecord struct {
+	ID    model.NodeID
+	State string
+	Since time.Time
+}
+
+func (e *encoder) nodeRecord(n nodeRecord) {
+	e.str(string(n.ID))
+	e.str(n.State)
+	e.time(n.Since)
+}
+
+func (d *decoder) nodeRecord() nodeRecord {
+	return nodeRecord{ID: model.NodeID(d.str()), State: d.str(), Since: d.time()}
 }
 
 // value helpers: version byte + body.
@@ -196,12 +233,14 @@ func encodeValue(body func(e *encoder)) []byte {
 
 func valueDecoder(b []byte, what string) (*decoder, error) {
 	d := &decoder{b: b}
-	if v := d.u8(); d.err == nil && v != valueVersion {
+	v := d.u8()
+	if d.err == nil && (v < minValueVersion || v > valueVersion) {
 		return nil, fmt.Errorf("%w %s: unknown value version %d", errDecode, what, v)
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("%s: %w", what, d.err)
 	}
+	d.ver = v
 	return d, nil
 }
 
@@ -230,11 +269,36 @@ func encCamera(c storedCamera) []byte {
 func decCamera(b []byte) (storedCamera, error) {
 	return decodeValue(b, "camera", (*decoder).camera)
 }
+
+// A stored segment is the command layout plus, from version 2, Reconciled (commands
+// never carry it: the state machine decides it).
 func encSegment(s model.Segment) []byte {
-	return encodeValue(func(e *encoder) { e.segment(s) })
+	return encodeValue(func(e *encoder) { e.segment(s); e.boolean(s.Reconciled) })
 }
 func decSegment(b []byte) (model.Segment, error) {
-	return decodeValue(b, "segment", (*decoder).segment)
+	return decodeValue(b, "segment", (*decoder).storedSegment)
+}
+
+func (d *decoder) storedSegment() model.Segment { return d.storedSegmentCached(nil) }
+
+func (d *decoder) storedSegmentCached(c *strCache) model.Segment {
+	s := d.segmentCached(c)
+	if d.ver >= 2 {
+		s.Reconciled = d.boolean()
+	}
+	return s
+}
+func encNodeRecord(n nodeRecord) []byte {
+	return encodeValue(func(e *encoder) { e.nodeRecord(n) })
+}
+func decNodeRecord(b []byte) (nodeRecord, error) {
+	return decodeValue(b, "node", (*decoder).nodeRecord)
+}
+func encBitrate(bps float64) []byte {
+	return encodeValue(func(e *encoder) { e.uvarint(math.Float64bits(bps)) })
+}
+func decBitrate(b []byte) (float64, error) {
+	return decodeValue(b, "bitrate", func(d *decoder) float64 { return math.Float64frombits(d.uvarint()) })
 }
 func encOutage(o model.Outage) []byte {
 	return encodeValue(func(e *encoder) { e.outage(o) })
@@ -279,6 +343,11 @@ const (
 	opCommitSegment
 	opDeleteSegments
 	opRecordOutage
+	opSetAssignments
+	opConfirmRecording
+	opSetNodeState
+	opReportLoad
+	opReconcileSegment
 	opMax // first unused value
 )
 
@@ -304,6 +373,16 @@ func (o op) String() string {
 		return "delete-segments"
 	case opRecordOutage:
 		return "record-outage"
+	case opSetAssignments:
+		return "set-assignments"
+	case opConfirmRecording:
+		return "confirm-recording"
+	case opSetNodeState:
+		return "set-node-state"
+	case opReportLoad:
+		return "report-load"
+	case opReconcileSegment:
+		return "reconcile-segment"
 	}
 	return fmt.Sprintf("op(%d)", byte(o))
 }
@@ -323,6 +402,28 @@ type command struct {
 	Reason     string            // delete segments
 	At         time.Time         // delete segments, delete camera: when (set caller-side)
 	Outage     model.Outage      // record outage
+	Changes    []assignChange    // set assignments
+	State      string            // set node state
+	Loads      []cameraLoad      // report load
+}
+
+// assignChange is one decision of the leader's placement: the camera's owner, incoming
+// owner (Next) and Secondary become Node, Next, Secondary, provided the assignment is still
+// what the leader saw (IfNode, IfNext, IfSecondary, IfEpoch); otherwise the change is
+// skipped (something else changed it since, the next round decides again). Force skips
+// that check (an operator's Assign). A change of Node moves the epoch on.
+type assignChange struct {
+	Camera                      model.CameraID
+	Force                       bool
+	IfEpoch                     uint64
+	IfNode, IfNext, IfSecondary model.NodeID
+	Node, Next, Secondary       model.NodeID
+}
+
+// cameraLoad is a camera's measured bitrate, in bits per second.
+type cameraLoad struct {
+	Camera model.CameraID
+	Bps    float64
 }
 
 func encodeCommand(c command) []byte {
@@ -356,6 +457,37 @@ func encodeCommand(c command) []byte {
 		e.time(c.At)
 	case opRecordOutage:
 		e.outage(c.Outage)
+	case opSetAssignments:
+		e.time(c.At)
+		e.uvarint(uint64(len(c.Changes)))
+		for _, ch := range c.Changes {
+			e.str(string(ch.Camera))
+			e.boolean(ch.Force)
+			e.uvarint(ch.IfEpoch)
+			e.str(string(ch.IfNode))
+			e.str(string(ch.IfNext))
+			e.str(string(ch.IfSecondary))
+			e.str(string(ch.Node))
+			e.str(string(ch.Next))
+			e.str(string(ch.Secondary))
+		}
+	case opConfirmRecording:
+		e.str(string(c.CameraID))
+		e.str(string(c.Node))
+		e.time(c.At)
+	case opSetNodeState:
+		e.str(string(c.Node))
+		e.str(c.State)
+		e.time(c.At)
+	case opReportLoad:
+		e.str(string(c.Node))
+		e.uvarint(uint64(len(c.Loads)))
+		for _, l := range c.Loads {
+			e.str(string(l.Camera))
+			e.uvarint(math.Float64bits(l.Bps))
+		}
+	case opReconcileSegment:
+		e.segment(c.Segment)
 	}
 	return e.b
 }
@@ -408,6 +540,43 @@ func decodeCommand(b []byte) (command, error) {
 		c.At = d.time()
 	case opRecordOutage:
 		c.Outage = d.outage()
+	case opSetAssignments:
+		c.At = d.time()
+		n := d.listLen(10) // an encoded change takes at least 10 bytes
+		if n > 0 {
+			c.Changes = make([]assignChange, n)
+			for i := range c.Changes {
+				ch := &c.Changes[i]
+				ch.Camera = model.CameraID(d.str())
+				ch.Force = d.boolean()
+				ch.IfEpoch = d.uvarint()
+				ch.IfNode = model.NodeID(d.str())
+				ch.IfNext = model.NodeID(d.str())
+				ch.IfSecondary = model.NodeID(d.str())
+				ch.Node = model.NodeID(d.str())
+				ch.Next = model.NodeID(d.str())
+				ch.Secondary = model.NodeID(d.str())
+			}
+		}
+	case opConfirmRecording:
+		c.CameraID = model.CameraID(d.str())
+		c.Node = model.NodeID(d.str())
+		c.At = d.time()
+	case opSetNodeState:
+		c.Node = model.NodeID(d.str())
+		c.State = d.str()
+		c.At = d.time()
+	case opReportLoad:
+		c.Node = model.NodeID(d.str())
+		n := d.listLen(2)
+		if n > 0 {
+			c.Loads = make([]cameraLoad, n)
+			for i := range c.Loads {
+				c.Loads[i] = cameraLoad{Camera: model.CameraID(d.str()), Bps: math.Float64frombits(d.uvarint())}
+			}
+		}
+	case opReconcileSegment:
+		c.Segment = d.segment()
 	default:
 		if d.err == nil {
 			return command{}, fmt.Errorf("%w: unknown command op %d", errDecode, byte(c.Op))

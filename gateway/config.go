@@ -59,9 +59,13 @@ type Health interface {
 	CameraHealth(id model.CameraID) (model.CameraHealth, bool)
 }
 
-// ClusterInfo reports the nodes of the cluster. It must not block.
+// ClusterInfo reports the nodes of the cluster (Status must not block) and changes their
+// state.
 type ClusterInfo interface {
 	Status() []model.NodeStatus
+	Drain(ctx context.Context, node model.NodeID) error
+	Activate(ctx context.Context, node model.NodeID) error
+	Decommission(ctx context.Context, node model.NodeID) error
 }
 
 // Config configures a Gateway. Catalog and Recordings are required; every other field has

@@ -124,5 +124,10 @@ func nodeToPB(n model.NodeStatus) *vigiev1.Node {
 		Role:     n.Role,
 		State:    n.State,
 		Cameras:  int32(n.Cameras),
+		GrpcAddr: n.GRPCAddr,
+		RtspAddr: n.RTSPAddr,
+		Zone:     n.Zone,
+		LoadBps:  n.LoadBps,
+		Moving:   int32(n.Moving),
 	}
 }

@@ -232,6 +232,31 @@ type fakeCluster []model.NodeStatus
 
 func (f fakeCluster) Status() []model.NodeStatus { return f }
 
+func (f fakeCluster) setState(id model.NodeID, state string) error {
+	for i := range f {
+		if f[i].ID == id {
+			if state == model.NodeDecommissioned && f[i].Cameras > 0 {
+				return fmt.Errorf("node %s still records %d cameras: drain it first: %w", id, f[i].Cameras, model.ErrInUse)
+			}
+			f[i].State = state
+			return nil
+		}
+	}
+	return fmt.Errorf("node %s: %w", id, model.ErrNotFound)
+}
+
+func (f fakeCluster) Drain(_ context.Context, id model.NodeID) error {
+	return f.setState(id, model.NodeDraining)
+}
+
+func (f fakeCluster) Activate(_ context.Context, id model.NodeID) error {
+	return f.setState(id, model.NodeActive)
+}
+
+func (f fakeCluster) Decommission(_ context.Context, id model.NodeID) error {
+	return f.setState(id, model.NodeDecommissioned)
+}
+
 type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

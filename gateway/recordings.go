@@ -116,3 +116,35 @@ func (s *clusterService) GetStatus(ctx context.Context, req *vigiev1.GetStatusRe
 	}
 	return out, nil
 }
+
+// nodeAction validates a node id, applies a change of state and returns the node as it is
+// then.
+func (s *clusterService) nodeAction(ctx context.Context, id string, do func(ClusterInfo, context.Context, model.NodeID) error) (*vigiev1.Node, error) {
+	if err := model.ValidateID("id", id); err != nil {
+		return nil, err
+	}
+	if s.g.cfg.Cluster == nil {
+		return nil, fmt.Errorf("node %q: %w", id, model.ErrNotFound)
+	}
+	if err := do(s.g.cfg.Cluster, ctx, model.NodeID(id)); err != nil {
+		return nil, err
+	}
+	for _, n := range s.g.cfg.Cluster.Status() {
+		if string(n.ID) == id {
+			return nodeToPB(n), nil
+		}
+	}
+	return &vigiev1.Node{Id: id}, nil
+}
+
+func (s *clusterService) DrainNode(ctx context.Context, req *vigiev1.NodeRequest) (*vigiev1.Node, error) {
+	return s.nodeAction(ctx, req.GetId(), ClusterInfo.Drain)
+}
+
+func (s *clusterService) ActivateNode(ctx context.Context, req *vigiev1.NodeRequest) (*vigiev1.Node, error) {
+	return s.nodeAction(ctx, req.GetId(), ClusterInfo.Activate)
+}
+
+func (s *clusterService) DecommissionNode(ctx context.Context, req *vigiev1.NodeRequest) (*vigiev1.Node, error) {
+	return s.nodeAction(ctx, req.GetId(), ClusterInfo.Decommission)
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -355,5 +356,29 @@ func TestAuthHooksApplyToGRPCAndREST(t *testing.T) {
 	}
 	if len(audit.recs) != 4 || audit.recs[0].Code != codes.Unauthenticated || audit.recs[3].Code != codes.PermissionDenied || audit.recs[1].Caller.Name != "alice" {
 		t.Errorf("audit records: %+v", audit.recs)
+	}
+}
+
+func TestRESTNodeDrainActivateDecommission(t *testing.T) {
+	nodes := fakeCluster{{ID: "n1", Role: "leader", State: "active", Cameras: 2}, {ID: "n2", Role: "voter", State: "active"}}
+	g := startGateway(t, newFakeCatalog(), &fakeRecordings{}, func(c *Config) { c.Cluster = nodes })
+	c := restClient{t, "http://" + g.HTTPAddr()}
+	if n := c.ok("POST", "/v1/cluster/nodes/n1:drain", ""); n["state"] != model.NodeDraining {
+		t.Errorf("drain: %v", n)
+	}
+	if code, body := c.do("POST", "/v1/cluster/nodes/n1:decommission", ""); code != 400 || body["code"] != 9.0 || !strings.Contains(fmt.Sprint(body["message"]), "drain it first") {
+		t.Errorf("decommission of a node that records cameras: %d %v; want 400 (FailedPrecondition) saying to drain it first", code, body)
+	}
+	if n := c.ok("POST", "/v1/cluster/nodes/n2:decommission", ""); n["state"] != model.NodeDecommissioned {
+		t.Errorf("decommission: %v", n)
+	}
+	if n := c.ok("POST", "/v1/cluster/nodes/n1:activate", ""); n["state"] != model.NodeActive {
+		t.Errorf("activate: %v", n)
+	}
+	if code, _ := c.do("POST", "/v1/cluster/nodes/n9:drain", ""); code != 404 {
+		t.Errorf("drain of an unknown node: %d, want 404", code)
+	}
+	if code, body := c.do("POST", "/v1/cluster/nodes/Bad%20Id:drain", ""); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "id") {
+		t.Errorf("drain with a bad id: %d %v, want 400 naming id", code, body)
 	}
 }

@@ -20,6 +20,9 @@ type Span struct {
 	Start, End time.Time
 	// Bytes is the footage in the span; a segment partly inside counts pro rata.
 	Bytes int64
+	// first and last are the segments at the span's edges: a gap between footage of two
+	// nodes under two epochs is a failover.
+	first, last model.Segment
 }
 
 // Gap is a stretch without footage, with the reason.
@@ -90,21 +93,26 @@ func BuildTimeline(in TimelineInput) Timeline {
 			if e.After(last.End) {
 				last.Bytes += share(e.Sub(maxTime(s, last.End)))
 				last.End = e
+				last.last = sg
 			}
 			continue
 		}
-		tl.Spans = append(tl.Spans, Span{Start: s, End: e, Bytes: share(e.Sub(s))})
+		tl.Spans = append(tl.Spans, Span{Start: s, End: e, Bytes: share(e.Sub(s)), first: sg, last: sg})
 	}
 
 	cursor := in.Start
-	for _, sp := range tl.Spans {
+	for i, sp := range tl.Spans {
 		if sp.Start.After(cursor) {
-			tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, sp.Start)...)
+			var fallback *gapLabel
+			if i > 0 {
+				fallback = failover(tl.Spans[i-1].last, sp.first, cursor, sp.Start)
+			}
+			tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, sp.Start, fallback)...)
 		}
 		cursor = sp.End
 	}
 	if cursor.Before(end) {
-		tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, end)...)
+		tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, end, nil)...)
 	}
 	tl.Gaps = dropJitter(tl.Gaps)
 	return tl
@@ -130,8 +138,18 @@ type gapLabel struct {
 	detail     string
 }
 
-// explainGap splits [a, b) into gaps by cause.
-func explainGap(in TimelineInput, end, a, b time.Time) []Gap {
+// failover labels a gap between footage recorded by two nodes under two epochs: the
+// camera changed owner there (its owner died, or the move was planned). Nil otherwise.
+func failover(before, after model.Segment, a, b time.Time) *gapLabel {
+	if before.Node == "" || after.Node == "" || before.Node == after.Node || before.Epoch == after.Epoch {
+		return nil
+	}
+	return &gapLabel{a, b, model.GapNodeFailover, "camera moved from node " + string(before.Node) + " to node " + string(after.Node)}
+}
+
+// explainGap splits [a, b) into gaps by cause; what no outage, deletion or registration
+// explains gets the fallback (GapUnknown when nil).
+func explainGap(in TimelineInput, end, a, b time.Time, fallbackLabel *gapLabel) []Gap {
 	var labels []gapLabel
 	for _, o := range in.Outages {
 		oe := o.End
@@ -155,6 +173,9 @@ func explainGap(in TimelineInput, end, a, b time.Time) []Gap {
 		labels = append(labels, gapLabel{a, c, model.GapNoRecordingPolicy, "camera not registered yet"})
 	}
 	fallback := gapLabel{a, b, model.GapUnknown, ""}
+	if fallbackLabel != nil {
+		fallback = *fallbackLabel
+	}
 	if in.Camera.Recording == model.RecordOff {
 		fallback = gapLabel{a, b, model.GapNoRecordingPolicy, "recording is off"}
 	}

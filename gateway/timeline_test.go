@@ -33,6 +33,15 @@ func TestBuildTimeline(t *testing.T) {
 			want: "span 10-30 190; span 32-40 80; gap 0-10 unknown; gap 30-32 unknown; gap 40-100 unknown",
 		},
 		{
+			name: "a gap between two nodes' footage under two epochs is a failover",
+			in: TimelineInput{Camera: cam, Start: at(0), End: at(40),
+				Segments: []model.Segment{
+					{Start: at(0), End: at(20), Bytes: 200, Node: "n1", Epoch: 1},
+					{Start: at(24), End: at(40), Bytes: 160, Node: "n2", Epoch: 2},
+				}},
+			want: "span 0-20 200; span 24-40 160; gap 20-24 node_failover camera moved from node n1 to node n2",
+		},
+		{
 			name: "live edge and first-keyframe latency are not gaps",
 			in: TimelineInput{Camera: cam, Start: at(0), End: at(100), Now: at(41),
 				Segments: []model.Segment{seg(0.4, 40, 400)}},

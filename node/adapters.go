@@ -142,3 +142,15 @@ func (n *Node) peerAddr(id model.NodeID) (string, error) {
 	}
 	return "", fmt.Errorf("node %s: no known HTTP address: %w", id, model.ErrNotFound)
 }
+
+func (c clusterInfo) Drain(ctx context.Context, node model.NodeID) error {
+	return c.n.clu.Drain(ctx, node)
+}
+
+func (c clusterInfo) Activate(ctx context.Context, node model.NodeID) error {
+	return c.n.clu.Activate(ctx, node)
+}
+
+func (c clusterInfo) Decommission(ctx context.Context, node model.NodeID) error {
+	return c.n.clu.Decommission(ctx, node)
+}

@@ -25,12 +25,13 @@ type cameraManager struct {
 
 // cameraRun is one camera being recorded.
 type cameraRun struct {
-	cam    model.Camera
-	epoch  uint64
-	rec    *recorder
-	puller *ingest.Puller // nil for a pushed camera
-	cancel context.CancelFunc
-	done   chan struct{}
+	cam        model.Camera
+	assignment model.Assignment // this node's role: owner, next or secondary
+	epoch      uint64
+	rec        *recorder
+	puller     *ingest.Puller // nil for a pushed camera
+	cancel     context.CancelFunc
+	done       chan struct{}
 
 	lastState model.CameraState
 	outage    *model.Outage // open outage, if the camera is down
@@ -43,6 +44,7 @@ func newCameraManager(n *Node) *cameraManager {
 const (
 	resyncInterval = 5 * time.Second
 	healthInterval = time.Second
+	loadInterval   = 10 * time.Second
 )
 
 func (m *cameraManager) run(ctx context.Context) {
@@ -51,6 +53,8 @@ func (m *cameraManager) run(ctx context.Context) {
 	defer resync.Stop()
 	health := time.NewTicker(healthInterval)
 	defer health.Stop()
+	load := time.NewTicker(loadInterval)
+	defer load.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -61,54 +65,54 @@ func (m *cameraManager) run(ctx context.Context) {
 			m.sync(ctx)
 		case <-health.C:
 			m.trackOutages(ctx)
+			m.confirmHandovers(ctx)
+		case <-load.C:
+			m.reportLoad(ctx)
 		}
 	}
 }
 
-// sync assigns unowned cameras to this node (single-node cluster: the leader owns all)
-// and makes the set of running recorders match the catalog.
+// sync makes the set of running recorders match the catalog: this node records every
+// camera it owns, is taking over (Next, make-before-break) or records as the second
+// recorder of a critical camera. The leader decides who records what.
 func (m *cameraManager) sync(ctx context.Context) {
 	self := model.NodeID(m.n.cfg.NodeID)
+	assignments, err := m.n.clu.Assignments()
+	if err != nil {
+		m.log.Error("list assignments", slog.Any("err", err))
+		return
+	}
 	desired := map[model.CameraID]model.Camera{}
-	epochs := map[model.CameraID]uint64{}
-	var after model.CameraID
-	for {
-		page, err := m.n.clu.Cameras("", after, 1000)
+	roles := map[model.CameraID]model.Assignment{}
+	for _, a := range assignments {
+		if a.Node != self && a.Next != self && a.Secondary != self {
+			continue
+		}
+		cam, err := m.n.clu.Camera(a.Camera)
 		if err != nil {
-			m.log.Error("list cameras", slog.Any("err", err))
-			return
-		}
-		for _, cam := range page {
-			a, err := m.n.clu.Assignment(cam.ID)
-			if errors.Is(err, model.ErrNotFound) || (err == nil && a.Node == "") {
-				if !m.n.clu.IsLeader() {
-					continue
-				}
-				if a, err = m.n.clu.Assign(ctx, cam.ID, self); err != nil {
-					m.log.Error("assign camera", slog.String("camera", string(cam.ID)), slog.Any("err", err))
-					continue
-				}
-			} else if err != nil {
-				m.log.Error("camera assignment", slog.String("camera", string(cam.ID)), slog.Any("err", err))
-				continue
+			if !errors.Is(err, model.ErrNotFound) {
+				m.log.Error("read camera", slog.String("camera", string(a.Camera)), slog.Any("err", err))
 			}
-			if a.Node == self && cam.Recording == model.RecordContinuous {
-				desired[cam.ID] = cam
-				epochs[cam.ID] = a.Epoch
-			}
+			continue
 		}
-		if len(page) < 1000 {
-			break
+		if cam.Recording != model.RecordContinuous {
+			continue
 		}
-		after = page[len(page)-1].ID
+		desired[cam.ID] = cam
+		roles[cam.ID] = a
 	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, run := range m.running {
 		cam, ok := desired[id]
-		if ok && sameIngest(run.cam, cam) && run.epoch == epochs[id] {
+		if ok && sameIngest(run.cam, cam) {
 			run.cam = cam
+			if a := roles[id]; a.Epoch != run.epoch {
+				run.epoch = a.Epoch
+				run.rec.setEpoch(a.Epoch)
+			}
+			run.assignment = roles[id]
 			continue
 		}
 		m.stopLocked(run)
@@ -118,13 +122,61 @@ func (m *cameraManager) sync(ctx context.Context) {
 		if _, ok := m.running[id]; ok {
 			continue
 		}
-		run, err := m.start(cam, epochs[id])
+		run, err := m.start(cam, roles[id].Epoch)
 		if err != nil {
 			m.log.Error("start recorder", slog.String("camera", string(id)), slog.Any("err", err))
 			continue
 		}
+		run.assignment = roles[id]
 		m.running[id] = run
 	}
+}
+
+// confirmHandovers tells the leader, for every camera this node is taking over, that it
+// now records it: the leader then makes it the owner and the old owner stops.
+func (m *cameraManager) confirmHandovers(ctx context.Context) {
+	self := model.NodeID(m.n.cfg.NodeID)
+	for _, run := range m.snapshot() {
+		if run.assignment.Next != self || m.health(run).State != model.CameraRecording {
+			continue
+		}
+		if _, err := m.n.clu.ConfirmRecording(ctx, run.cam.ID, self); err != nil {
+			m.log.Warn("confirm handover", slog.String("camera", string(run.cam.ID)), slog.Any("err", err))
+			continue
+		}
+		m.log.Info("took the camera over", slog.String("camera", string(run.cam.ID)))
+		run.assignment.Next = "" // the next sync reads the new assignment
+	}
+}
+
+// reportLoad tells the leader the bitrate of the cameras this node owns, for balancing.
+func (m *cameraManager) reportLoad(ctx context.Context) {
+	self := model.NodeID(m.n.cfg.NodeID)
+	bps := map[model.CameraID]float64{}
+	for _, run := range m.snapshot() {
+		if run.assignment.Node != self {
+			continue
+		}
+		if h := m.health(run); h.State == model.CameraRecording && h.BitrateBps > 0 {
+			bps[run.cam.ID] = h.BitrateBps
+		}
+	}
+	if len(bps) == 0 {
+		return
+	}
+	if err := m.n.clu.ReportLoad(ctx, self, bps); err != nil {
+		m.log.Warn("report load", slog.Any("err", err))
+	}
+}
+
+func (m *cameraManager) snapshot() []*cameraRun {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	runs := make([]*cameraRun, 0, len(m.running))
+	for _, r := range m.running {
+		runs = append(runs, r)
+	}
+	return runs
 }
 
 // sameIngest reports whether a camera's change leaves its recording untouched.
@@ -234,12 +286,7 @@ func (m *cameraManager) health(run *cameraRun) model.CameraHealth {
 
 // healthSnapshot returns the health of every camera this node records (for metrics).
 func (m *cameraManager) healthSnapshot() []model.CameraHealth {
-	m.mu.Lock()
-	runs := make([]*cameraRun, 0, len(m.running))
-	for _, r := range m.running {
-		runs = append(runs, r)
-	}
-	m.mu.Unlock()
+	runs := m.snapshot()
 	out := make([]model.CameraHealth, 0, len(runs))
 	for _, r := range runs {
 		out = append(out, m.health(r))
@@ -250,13 +297,11 @@ func (m *cameraManager) healthSnapshot() []model.CameraHealth {
 // trackOutages opens an outage when a recording camera stops delivering and closes it
 // when frames come back, so the timeline shows "camera unreachable" for that gap.
 func (m *cameraManager) trackOutages(ctx context.Context) {
-	m.mu.Lock()
-	runs := make([]*cameraRun, 0, len(m.running))
-	for _, r := range m.running {
-		runs = append(runs, r)
-	}
-	m.mu.Unlock()
-	for _, run := range runs {
+	self := model.NodeID(m.n.cfg.NodeID)
+	for _, run := range m.snapshot() {
+		if run.assignment.Node != self {
+			continue // only the owner speaks for the camera's timeline
+		}
 		h := m.health(run)
 		switch {
 		case h.State == model.CameraRecording && run.outage != nil:

@@ -13,6 +13,7 @@ import (
 // segmentCommitter is what the committer needs of the catalog.
 type segmentCommitter interface {
 	CommitSegment(ctx context.Context, seg model.Segment) error
+	ReconcileSegment(ctx context.Context, seg model.Segment) (model.Segment, error)
 }
 
 // committer commits sealed segments to the catalog in the background, so a slow consensus
@@ -67,12 +68,16 @@ func (c *committer) run(ctx context.Context) {
 		c.mu.Unlock()
 
 		err := c.cat.CommitSegment(ctx, seg)
+		if errors.Is(err, model.ErrStaleEpoch) {
+			// Recorded under an epoch that is no longer current: the camera moved while this
+			// segment was written (a handover, or this node was cut off). Fencing refuses it
+			// as current footage; it is kept as reconciled footage, never lost.
+			_, err = c.cat.ReconcileSegment(ctx, seg)
+		}
 		switch {
-		case err == nil, errors.Is(err, model.ErrStaleEpoch), errors.Is(err, model.ErrInvalid):
+		case err == nil, errors.Is(err, model.ErrInvalid), errors.Is(err, model.ErrStaleEpoch):
 			if err != nil {
-				// The camera moved to another owner: the footage stays on this disk and is
-				// reconciled by the cluster (fencing refuses a stale commit).
-				c.log.Warn("segment not committed", slog.String("segment", string(seg.ID)), slog.Any("err", err))
+				c.log.Warn("segment not committed; it stays on this disk", slog.String("segment", string(seg.ID)), slog.Any("err", err))
 			}
 			c.mu.Lock()
 			c.queue = c.queue[1:]

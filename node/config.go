@@ -14,8 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/model"
 )
 
@@ -33,6 +36,14 @@ type Config struct {
 	GRPCAddr string `yaml:"grpc_addr" help:"gRPC API"`
 	RTSPAddr string `yaml:"rtsp_addr" help:"RTSP server for cameras and encoders that push (ANNOUNCE/RECORD); empty disables it"`
 	RaftAddr string `yaml:"raft_addr" help:"cluster consensus (Raft) address"`
+	// GossipAddr is the membership (memberlist) address; empty runs a node on its own.
+	GossipAddr string `yaml:"gossip_addr" help:"cluster membership (gossip, UDP and TCP) address; empty: a single node"`
+	// Seeds are gossip addresses of nodes to join; a node with no seeds starts a cluster.
+	Seeds []string `yaml:"seeds" help:"comma-separated gossip addresses of nodes to join (empty: start a new cluster)"`
+	Zone  string   `yaml:"zone" help:"failure domain (zone or rack) of this node: footage and voters are spread across zones"`
+	// SecretKeyFile holds the 32-byte key that encrypts camera credentials at rest. Every
+	// node of a cluster needs the same key: copy the first node's file to the others.
+	SecretKeyFile string `yaml:"secret_key_file" help:"key encrypting camera credentials at rest (default <data_dir>/secret.key, created on first start); the same file on every node of a cluster"`
 
 	SegmentMaxBytes int64         `yaml:"segment_max_bytes" help:"a segment is sealed when it reaches this size"`
 	SegmentMaxAge   time.Duration `yaml:"segment_max_age" help:"a segment is sealed when it is this old"`
@@ -50,6 +61,21 @@ type Config struct {
 	// NoSync disables fsync of footage and catalog (benchmarks and tests only: a crash then
 	// loses acknowledged footage).
 	NoSync bool `yaml:"no_sync" help:"disable fsync (tests and benchmarks only)"`
+
+	// Injected parts, for running whole clusters inside one test process; nil in
+	// production, where the addresses above are used.
+	Inject Inject `yaml:"-"`
+}
+
+// Inject replaces the node's network transports (tests run many nodes in one process).
+type Inject struct {
+	RaftTransport   raft.Transport
+	MemberTransport memberlist.Transport
+	Forwarder       cluster.Forwarder
+	// SecretKey replaces the key file.
+	SecretKey []byte
+	// Cluster adjusts the cluster configuration (short timeouts in tests).
+	Cluster func(*cluster.Config)
 }
 
 // DefaultConfig is the embedded default: one node, everything on 127.0.0.1.
@@ -83,11 +109,11 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		bad("data_dir", "is required")
 	}
-	addrs := map[string]string{"http_addr": c.HTTPAddr, "grpc_addr": c.GRPCAddr, "raft_addr": c.RaftAddr, "rtsp_addr": c.RTSPAddr}
+	addrs := map[string]string{"http_addr": c.HTTPAddr, "grpc_addr": c.GRPCAddr, "raft_addr": c.RaftAddr, "rtsp_addr": c.RTSPAddr, "gossip_addr": c.GossipAddr}
 	seen := map[string]string{}
-	for _, key := range []string{"http_addr", "grpc_addr", "raft_addr", "rtsp_addr"} {
+	for _, key := range []string{"http_addr", "grpc_addr", "raft_addr", "rtsp_addr", "gossip_addr"} {
 		addr := addrs[key]
-		if addr == "" && key == "rtsp_addr" {
+		if addr == "" && (key == "rtsp_addr" || key == "gossip_addr") {
 			continue
 		}
 		if _, port, err := net.SplitHostPort(addr); err != nil {
@@ -99,6 +125,14 @@ func (c Config) Validate() error {
 			}
 			seen[addr] = key
 		}
+	}
+	for i, seed := range c.Seeds {
+		if _, _, err := net.SplitHostPort(seed); err != nil {
+			bad("seeds", "entry %d %q is not host:port (%v)", i+1, seed, err)
+		}
+	}
+	if len(c.Seeds) > 0 && c.GossipAddr == "" && c.Inject.MemberTransport == nil {
+		bad("gossip_addr", "is required to join seeds %v", c.Seeds)
 	}
 	if c.SegmentMaxBytes < 1<<20 {
 		bad("segment_max_bytes", "must be at least 1 MiB, got %d", c.SegmentMaxBytes)
@@ -214,6 +248,9 @@ func (f flagValue) String() string {
 	if !f.v.IsValid() {
 		return ""
 	}
+	if list, ok := f.v.Interface().([]string); ok {
+		return strings.Join(list, ",")
+	}
 	return fmt.Sprint(f.v.Interface())
 }
 
@@ -232,6 +269,14 @@ func setValue(v reflect.Value, s string) error {
 		return nil
 	}
 	switch v.Kind() {
+	case reflect.Slice:
+		var list []string
+		for _, item := range strings.Split(s, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				list = append(list, item)
+			}
+		}
+		v.Set(reflect.ValueOf(list))
 	case reflect.String:
 		v.SetString(s)
 	case reflect.Int, reflect.Int64:

@@ -18,6 +18,9 @@ func TestExampleConfigEqualsDefaults(t *testing.T) {
 	if err := cfg.LoadFile(filepath.Join("..", "deploy", "node.example.yaml")); err != nil {
 		t.Fatal(err)
 	}
+	if len(cfg.Seeds) == 0 {
+		cfg.Seeds = nil // "seeds: []" in the file
+	}
 	if def := DefaultConfig(); !reflect.DeepEqual(cfg, def) {
 		t.Errorf("deploy/node.example.yaml differs from DefaultConfig():\nfile:    %+v\ndefault: %+v", cfg, def)
 	}
@@ -46,6 +49,8 @@ func TestBadConfigs(t *testing.T) {
 		{"bad node id", func(c *Config) { c.NodeID = "Node 1" }, []string{"config node_id:"}},
 		{"bad address", func(c *Config) { c.HTTPAddr = "8080" }, []string{"config http_addr: \"8080\" is not host:port"}},
 		{"same port twice", func(c *Config) { c.GRPCAddr = c.HTTPAddr }, []string{"config grpc_addr: \"127.0.0.1:8080\" is also used by http_addr"}},
+		{"seed without port", func(c *Config) { c.GossipAddr = "127.0.0.1:7946"; c.Seeds = []string{"127.0.0.2"} }, []string{"config seeds: entry 1 \"127.0.0.2\" is not host:port"}},
+		{"seeds without gossip", func(c *Config) { c.Seeds = []string{"127.0.0.2:7946"} }, []string{"config gossip_addr: is required to join seeds"}},
 		{"retention over the legal maximum", func(c *Config) { c.RetentionCapDays = 31 }, []string{"config retention_cap_days: must be between 1 and 30"}},
 		{"several at once", func(c *Config) { c.SegmentMaxBytes = 10; c.LogFormat = "xml"; c.FragmentMax = time.Minute }, []string{
 			"config segment_max_bytes:", "config log_format: must be text or json", "config fragment_max:"}},
@@ -72,7 +77,7 @@ func TestLoadPrecedence(t *testing.T) {
 	if err := os.WriteFile(file, []byte("node_id: from-file\nhttp_addr: 127.0.0.1:1111\nsegment_max_age: 5m\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"VIGIE_HTTP_ADDR": "127.0.0.1:2222", "VIGIE_LOG_LEVEL": "debug"}
+	env := map[string]string{"VIGIE_HTTP_ADDR": "127.0.0.1:2222", "VIGIE_LOG_LEVEL": "debug", "VIGIE_SEEDS": "127.0.0.2:7946, 127.0.0.3:7946", "VIGIE_GOSSIP_ADDR": "127.0.0.1:7946"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	cfg, err := Load(fs, []string{"--config", file, "--log-level", "warn"}, lookup)
@@ -87,6 +92,9 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 	if cfg.LogLevel != "warn" {
 		t.Errorf("flag should override the environment: log_level=%s", cfg.LogLevel)
+	}
+	if !reflect.DeepEqual(cfg.Seeds, []string{"127.0.0.2:7946", "127.0.0.3:7946"}) {
+		t.Errorf("comma-separated seeds from the environment: %q", cfg.Seeds)
 	}
 	if cfg.GRPCAddr != DefaultConfig().GRPCAddr {
 		t.Errorf("untouched key changed: grpc_addr=%s", cfg.GRPCAddr)

@@ -71,9 +71,23 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	key, err := loadOrCreateKey(filepath.Join(n.cfg.DataDir, "secret.key"))
-	if err != nil {
-		return err
+	key := n.cfg.Inject.SecretKey
+	if key == nil {
+		path := n.cfg.SecretKeyFile
+		if path == "" {
+			path = filepath.Join(n.cfg.DataDir, "secret.key")
+		}
+		if key, err = loadOrCreateKey(path); err != nil {
+			return err
+		}
+	}
+	// Peers learn this node's addresses through gossip before its listeners are up, so a
+	// port 0 ("any free port") is chosen now.
+	if n.cfg.HTTPAddr, err = concretePort(n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http_addr: %w", err)
+	}
+	if n.cfg.GRPCAddr, err = concretePort(n.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("grpc_addr: %w", err)
 	}
 
 	scfg := storage.DefaultConfig()
@@ -90,18 +104,34 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ccfg.NodeID = model.NodeID(n.cfg.NodeID)
 	ccfg.Dir = filepath.Join(n.cfg.DataDir, "cluster")
 	ccfg.RaftAddr = n.cfg.RaftAddr
-	ccfg.Bootstrap = true
+	ccfg.Transport = n.cfg.Inject.RaftTransport
+	ccfg.GossipAddr = n.cfg.GossipAddr
+	ccfg.MemberTransport = n.cfg.Inject.MemberTransport
+	ccfg.Seeds = n.cfg.Seeds
+	ccfg.Bootstrap = len(n.cfg.Seeds) == 0 // the first node starts the cluster; the others join it
+	ccfg.Meta = cluster.NodeMeta{HTTPAddr: n.cfg.HTTPAddr, GRPCAddr: n.cfg.GRPCAddr, RTSPAddr: n.cfg.RTSPAddr, Zone: n.cfg.Zone}
+	ccfg.Forwarder = n.cfg.Inject.Forwarder
+	if ccfg.Forwarder == nil {
+		ccfg.Forwarder = newHTTPForwarder()
+	}
 	ccfg.SecretKey = key
 	ccfg.Logger = n.base.With(slog.String("component", "cluster"))
+	if n.cfg.Inject.Cluster != nil {
+		n.cfg.Inject.Cluster(&ccfg)
+	}
 	if n.clu, err = cluster.Open(ccfg); err != nil {
 		return fmt.Errorf("open cluster: %w", err)
 	}
-	waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
-	err = n.clu.WaitLeader(waitCtx)
-	cancelWait()
-	if err != nil {
-		return fmt.Errorf("cluster: no leader: %w", err)
+	if ccfg.Bootstrap {
+		waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+		err = n.clu.WaitLeader(waitCtx)
+		cancelWait()
+		if err != nil {
+			return fmt.Errorf("cluster: no leader: %w", err)
+		}
 	}
+	// A joining node goes on: the leader adds it to the cluster when gossip reaches it,
+	// and its catalog fills in as it catches up.
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -110,8 +140,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	go func() { defer n.wg.Done(); n.comm.run(runCtx) }()
 
 	started := time.Now()
-	if err := n.reconcile(ctx, started); err != nil {
-		return fmt.Errorf("reconcile storage with catalog: %w", err)
+	if ccfg.Bootstrap {
+		if err := n.reconcile(ctx, started); err != nil {
+			return fmt.Errorf("reconcile storage with catalog: %w", err)
+		}
+	} else {
+		// A joining node reconciles once it is part of the cluster.
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.clu.WaitLeader(runCtx); err != nil {
+				return
+			}
+			if err := n.reconcile(runCtx, started); err != nil {
+				n.log.Error("reconcile storage with catalog", slog.Any("err", err))
+			}
+		}()
 	}
 
 	n.cams = newCameraManager(n)

@@ -1,16 +1,19 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
 )
@@ -35,6 +38,7 @@ func (n *Node) peerHandlers() map[string]http.Handler {
 		"GET " + peerPrefix + "/segments/{id}/fragment":     http.HandlerFunc(n.servePeerFragment),
 		"GET " + peerPrefix + "/cameras/{id}/open-segments": http.HandlerFunc(n.servePeerOpenSegments),
 		"GET " + peerPrefix + "/cameras/{id}/health":        http.HandlerFunc(n.servePeerHealth),
+		"POST " + peerPrefix + "/cluster/apply":             http.HandlerFunc(n.serveForwarded),
 	}
 }
 
@@ -232,4 +236,66 @@ func (p *peerClient) health(ctx context.Context, node model.NodeID, camera model
 	var h model.CameraHealth
 	err := p.getJSON(ctx, node, "/cameras/"+url.PathEscape(string(camera))+"/health", nil, &h)
 	return h, err
+}
+
+// concretePort replaces port 0 in addr by a port free right now.
+func concretePort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr, err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// httpForwarder carries writes made on this node to the leader's internal endpoint.
+type httpForwarder struct{ http *http.Client }
+
+func newHTTPForwarder() *httpForwarder {
+	return &httpForwarder{http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+func (f *httpForwarder) Forward(ctx context.Context, leader model.NodeID, meta cluster.NodeMeta, payload []byte) ([]byte, error) {
+	if meta.HTTPAddr == "" {
+		return nil, fmt.Errorf("leader %s has no known HTTP address: %w", leader, model.ErrNotLeader)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+meta.HTTPAddr+peerPrefix+"/cluster/apply", bytes.NewReader(payload))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("leader %s unreachable: %v: %w", leader, err, model.ErrNotLeader)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("leader %s: %w", leader, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("leader %s: %s", leader, bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// serveForwarded applies a write forwarded by another node (this node is the leader). The
+// answer, error included, is encoded by the cluster so the caller's errors.Is still works.
+func (n *Node) serveForwarded(w http.ResponseWriter, r *http.Request) {
+	payload, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	out, err := n.clu.ApplyForwarded(r.Context(), payload)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(out)
 }

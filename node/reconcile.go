@@ -38,12 +38,13 @@ func (n *Node) reconcile(ctx context.Context, started time.Time) error {
 		if n.expired(seg) {
 			continue // retention deletes it
 		}
-		if err := n.clu.CommitSegment(ctx, seg); err != nil {
-			if errors.Is(err, model.ErrStaleEpoch) {
-				n.log.Warn("local segment from an older epoch kept but not committed", slog.String("segment", string(seg.ID)))
-				continue
-			}
-			return err
+		err = n.clu.CommitSegment(ctx, seg)
+		if errors.Is(err, model.ErrStaleEpoch) {
+			_, err = n.clu.ReconcileSegment(ctx, seg)
+		}
+		if err != nil {
+			n.log.Warn("local segment not committed; it stays on this disk", slog.String("segment", string(seg.ID)), slog.Any("err", err))
+			continue
 		}
 		committed++
 	}
@@ -52,6 +53,11 @@ func (n *Node) reconcile(ctx context.Context, started time.Time) error {
 	}
 	for cam, end := range lastEnd {
 		if started.Sub(end) < 2*time.Second {
+			continue
+		}
+		// Only while this node still owns the camera: if it moved to another node while
+		// this one was down, the gap is a failover, which the timeline explains itself.
+		if a, err := n.clu.Assignment(cam); err != nil || a.Node != model.NodeID(n.cfg.NodeID) {
 			continue
 		}
 		o := model.Outage{Camera: cam, Start: end, End: started, Cause: model.GapNodeDown, Detail: "node " + n.cfg.NodeID + " was not running"}

@@ -92,6 +92,16 @@ func (r *recorder) EndSession() {
 	r.sealLocked()
 }
 
+// setEpoch seals the open segment (a segment has one epoch) and records the next ones
+// under the camera's new epoch, without interrupting the ingest: a handover completes
+// with no frame lost.
+func (r *recorder) setEpoch(epoch uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sealLocked()
+	r.epoch = epoch
+}
+
 // close seals the open segment; the recorder accepts nothing afterwards.
 func (r *recorder) close() {
 	r.mu.Lock()

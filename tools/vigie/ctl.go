@@ -35,19 +35,22 @@ type flagSet = *flagSetT
 const ctlDefaultServer = "http://127.0.0.1:8080"
 
 var ctlCommands = map[string]ctlCommand{
-	"tenant create":  {"tenant create ID --name NAME [--retention-days N] [--camera-quota N]", "create a tenant (a commune)", ctlTenantCreate},
-	"tenant list":    {"tenant list", "list tenants", ctlTenantList},
-	"tenant get":     {"tenant get ID", "show a tenant", ctlGet("tenants")},
-	"tenant delete":  {"tenant delete ID", "delete a tenant that has no cameras", ctlDelete("tenants")},
-	"camera create":  {"camera create ID --tenant T (--url rtsp://… | --push) [--username U --password P] [--transport tcp|udp] [--retention-days N] [--name N]", "register a camera", ctlCameraCreate},
-	"camera list":    {"camera list [--tenant T]", "list cameras", ctlCameraList},
-	"camera get":     {"camera get ID", "show a camera", ctlGet("cameras")},
-	"camera delete":  {"camera delete ID", "delete a camera (its footage stays until retention)", ctlDelete("cameras")},
-	"camera import":  {"camera import FILE.csv|FILE.json", "register many cameras at once, all or nothing", ctlCameraImport},
-	"camera health":  {"camera health [ID]", "health of one camera, or of all", ctlCameraHealth},
-	"timeline":       {"timeline CAMERA [--last 1h | --start T --end T]", "recorded spans and gaps with their cause", ctlTimeline},
-	"export":         {"export CAMERA --start T (--end T | --duration D) [-o FILE]", "download an MP4 of a range, with progress", ctlExport},
-	"cluster status": {"cluster status", "nodes, roles and cameras per node", ctlClusterStatus},
+	"tenant create":     {"tenant create ID --name NAME [--retention-days N] [--camera-quota N]", "create a tenant (a commune)", ctlTenantCreate},
+	"tenant list":       {"tenant list", "list tenants", ctlTenantList},
+	"tenant get":        {"tenant get ID", "show a tenant", ctlGet("tenants")},
+	"tenant delete":     {"tenant delete ID", "delete a tenant that has no cameras", ctlDelete("tenants")},
+	"camera create":     {"camera create ID --tenant T (--url rtsp://… | --push) [--username U --password P] [--transport tcp|udp] [--retention-days N] [--name N]", "register a camera", ctlCameraCreate},
+	"camera list":       {"camera list [--tenant T]", "list cameras", ctlCameraList},
+	"camera get":        {"camera get ID", "show a camera", ctlGet("cameras")},
+	"camera delete":     {"camera delete ID", "delete a camera (its footage stays until retention)", ctlDelete("cameras")},
+	"camera import":     {"camera import FILE.csv|FILE.json", "register many cameras at once, all or nothing", ctlCameraImport},
+	"camera health":     {"camera health [ID]", "health of one camera, or of all", ctlCameraHealth},
+	"timeline":          {"timeline CAMERA [--last 1h | --start T --end T]", "recorded spans and gaps with their cause", ctlTimeline},
+	"export":            {"export CAMERA --start T (--end T | --duration D) [-o FILE]", "download an MP4 of a range, with progress", ctlExport},
+	"cluster status":    {"cluster status", "nodes, roles, cameras per node and what is moving", ctlClusterStatus},
+	"node drain":        {"node drain ID", "move every camera off a node (make-before-break), before removing it", ctlNodeAction("drain")},
+	"node activate":     {"node activate ID", "let a drained node take cameras again", ctlNodeAction("activate")},
+	"node decommission": {"node decommission ID", "remove a drained node that records no camera from the cluster", ctlNodeAction("decommission")},
 }
 
 func runCtl(args []string) error {
@@ -393,8 +396,29 @@ func ctlClusterStatus(c *ctl, fs flagSet, args []string) error {
 		return done(err)
 	}
 	fmt.Fprintf(c.out, "version %s, %d cameras\n\n", st.Version, int(st.Cameras))
-	printTable(c.out, st.Nodes, "id", "role", "state", "cameras", "raft_addr", "http_addr")
+	for _, n := range st.Nodes {
+		n["load"] = humanBits(num(n["load_bps"]))
+	}
+	printTable(c.out, st.Nodes, "id", "role", "state", "zone", "cameras", "load", "moving", "http_addr")
 	return nil
+}
+
+func ctlNodeAction(action string) func(*ctl, flagSet, []string) error {
+	return func(c *ctl, fs flagSet, args []string) error {
+		id, err := oneArg(fs, args, "node id")
+		if err != nil {
+			return err
+		}
+		var n map[string]any
+		if err := c.call("POST", "/v1/cluster/nodes/"+url.PathEscape(id)+":"+action, nil, &n); err != nil {
+			return done(err)
+		}
+		fmt.Fprintf(c.out, "node %s: %s (%s cameras)\n", id, cell(n["state"]), cell(n["cameras"]))
+		if action == "drain" {
+			fmt.Fprintln(c.out, "its cameras move one by one as their new owners start recording; watch 'vigie ctl cluster status', then 'vigie ctl node decommission "+id+"'")
+		}
+		return nil
+	}
 }
 
 // list fetches every page of a paginated list.

@@ -22,6 +22,51 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type NodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id: the node's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRequest) Reset() {
+	*x = NodeRequest{}
+	mi := &file_vigie_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRequest) ProtoMessage() {}
+
+func (x *NodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vigie_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRequest.ProtoReflect.Descriptor instead.
+func (*NodeRequest) Descriptor() ([]byte, []int) {
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *NodeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -30,7 +75,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_vigie_v1_cluster_proto_msgTypes[0]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +87,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vigie_v1_cluster_proto_msgTypes[0]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +100,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{1}
 }
 
 type ClusterStatus struct {
@@ -71,7 +116,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_vigie_v1_cluster_proto_msgTypes[1]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +128,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_vigie_v1_cluster_proto_msgTypes[1]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +141,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ClusterStatus) GetNodes() []*Node {
@@ -129,14 +174,22 @@ type Node struct {
 	Role  string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	// cameras: how many cameras the node records.
-	Cameras       int32 `protobuf:"varint,6,opt,name=cameras,proto3" json:"cameras,omitempty"`
+	Cameras  int32  `protobuf:"varint,6,opt,name=cameras,proto3" json:"cameras,omitempty"`
+	GrpcAddr string `protobuf:"bytes,7,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	RtspAddr string `protobuf:"bytes,8,opt,name=rtsp_addr,json=rtspAddr,proto3" json:"rtsp_addr,omitempty"`
+	// zone: the failure domain (zone or rack), when configured.
+	Zone string `protobuf:"bytes,9,opt,name=zone,proto3" json:"zone,omitempty"`
+	// load_bps: the bitrate of the cameras the node records.
+	LoadBps float64 `protobuf:"fixed64,10,opt,name=load_bps,json=loadBps,proto3" json:"load_bps,omitempty"`
+	// moving: cameras being handed over to or from the node.
+	Moving        int32 `protobuf:"varint,11,opt,name=moving,proto3" json:"moving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_vigie_v1_cluster_proto_msgTypes[2]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +201,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_vigie_v1_cluster_proto_msgTypes[2]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +214,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Node) GetId() string {
@@ -206,25 +259,71 @@ func (x *Node) GetCameras() int32 {
 	return 0
 }
 
+func (x *Node) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *Node) GetRtspAddr() string {
+	if x != nil {
+		return x.RtspAddr
+	}
+	return ""
+}
+
+func (x *Node) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *Node) GetLoadBps() float64 {
+	if x != nil {
+		return x.LoadBps
+	}
+	return 0
+}
+
+func (x *Node) GetMoving() int32 {
+	if x != nil {
+		return x.Moving
+	}
+	return 0
+}
+
 var File_vigie_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_vigie_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x16vigie/v1/cluster.proto\x12\bvigie.v1\x1a\x1cgoogle/api/annotations.proto\"\x12\n" +
+	"\x16vigie/v1/cluster.proto\x12\bvigie.v1\x1a\x1cgoogle/api/annotations.proto\"\x1d\n" +
+	"\vNodeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x12\n" +
 	"\x10GetStatusRequest\"i\n" +
 	"\rClusterStatus\x12$\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x0e.vigie.v1.NodeR\x05nodes\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
-	"\acameras\x18\x03 \x01(\x05R\acameras\"\x94\x01\n" +
+	"\acameras\x18\x03 \x01(\x05R\acameras\"\x95\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x14\n" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x12\x18\n" +
-	"\acameras\x18\x06 \x01(\x05R\acameras2n\n" +
+	"\acameras\x18\x06 \x01(\x05R\acameras\x12\x1b\n" +
+	"\tgrpc_addr\x18\a \x01(\tR\bgrpcAddr\x12\x1b\n" +
+	"\trtsp_addr\x18\b \x01(\tR\brtspAddr\x12\x12\n" +
+	"\x04zone\x18\t \x01(\tR\x04zone\x12\x19\n" +
+	"\bload_bps\x18\n" +
+	" \x01(\x01R\aloadBps\x12\x16\n" +
+	"\x06moving\x18\v \x01(\x05R\x06moving2\x90\x03\n" +
 	"\x0eClusterService\x12\\\n" +
-	"\tGetStatus\x12\x1a.vigie.v1.GetStatusRequest\x1a\x17.vigie.v1.ClusterStatus\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/cluster/statusB9Z7github.com/vigie-vms/vigie/gateway/api/vigie/v1;vigiev1b\x06proto3"
+	"\tGetStatus\x12\x1a.vigie.v1.GetStatusRequest\x1a\x17.vigie.v1.ClusterStatus\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/cluster/status\x12X\n" +
+	"\tDrainNode\x12\x15.vigie.v1.NodeRequest\x1a\x0e.vigie.v1.Node\"$\x82\xd3\xe4\x93\x02\x1e\"\x1c/v1/cluster/nodes/{id}:drain\x12^\n" +
+	"\fActivateNode\x12\x15.vigie.v1.NodeRequest\x1a\x0e.vigie.v1.Node\"'\x82\xd3\xe4\x93\x02!\"\x1f/v1/cluster/nodes/{id}:activate\x12f\n" +
+	"\x10DecommissionNode\x12\x15.vigie.v1.NodeRequest\x1a\x0e.vigie.v1.Node\"+\x82\xd3\xe4\x93\x02%\"#/v1/cluster/nodes/{id}:decommissionB9Z7github.com/vigie-vms/vigie/gateway/api/vigie/v1;vigiev1b\x06proto3"
 
 var (
 	file_vigie_v1_cluster_proto_rawDescOnce sync.Once
@@ -238,18 +337,25 @@ func file_vigie_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_vigie_v1_cluster_proto_rawDescData
 }
 
-var file_vigie_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_vigie_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_vigie_v1_cluster_proto_goTypes = []any{
-	(*GetStatusRequest)(nil), // 0: vigie.v1.GetStatusRequest
-	(*ClusterStatus)(nil),    // 1: vigie.v1.ClusterStatus
-	(*Node)(nil),             // 2: vigie.v1.Node
+	(*NodeRequest)(nil),      // 0: vigie.v1.NodeRequest
+	(*GetStatusRequest)(nil), // 1: vigie.v1.GetStatusRequest
+	(*ClusterStatus)(nil),    // 2: vigie.v1.ClusterStatus
+	(*Node)(nil),             // 3: vigie.v1.Node
 }
 var file_vigie_v1_cluster_proto_depIdxs = []int32{
-	2, // 0: vigie.v1.ClusterStatus.nodes:type_name -> vigie.v1.Node
-	0, // 1: vigie.v1.ClusterService.GetStatus:input_type -> vigie.v1.GetStatusRequest
-	1, // 2: vigie.v1.ClusterService.GetStatus:output_type -> vigie.v1.ClusterStatus
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
+	3, // 0: vigie.v1.ClusterStatus.nodes:type_name -> vigie.v1.Node
+	1, // 1: vigie.v1.ClusterService.GetStatus:input_type -> vigie.v1.GetStatusRequest
+	0, // 2: vigie.v1.ClusterService.DrainNode:input_type -> vigie.v1.NodeRequest
+	0, // 3: vigie.v1.ClusterService.ActivateNode:input_type -> vigie.v1.NodeRequest
+	0, // 4: vigie.v1.ClusterService.DecommissionNode:input_type -> vigie.v1.NodeRequest
+	2, // 5: vigie.v1.ClusterService.GetStatus:output_type -> vigie.v1.ClusterStatus
+	3, // 6: vigie.v1.ClusterService.DrainNode:output_type -> vigie.v1.Node
+	3, // 7: vigie.v1.ClusterService.ActivateNode:output_type -> vigie.v1.Node
+	3, // 8: vigie.v1.ClusterService.DecommissionNode:output_type -> vigie.v1.Node
+	5, // [5:9] is the sub-list for method output_type
+	1, // [1:5] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -266,7 +372,7 @@ func file_vigie_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigie_v1_cluster_proto_rawDesc), len(file_vigie_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_GetStatus_FullMethodName = "/vigie.v1.ClusterService/GetStatus"
+	ClusterService_GetStatus_FullMethodName        = "/vigie.v1.ClusterService/GetStatus"
+	ClusterService_DrainNode_FullMethodName        = "/vigie.v1.ClusterService/DrainNode"
+	ClusterService_ActivateNode_FullMethodName     = "/vigie.v1.ClusterService/ActivateNode"
+	ClusterService_DecommissionNode_FullMethodName = "/vigie.v1.ClusterService/DecommissionNode"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -30,6 +33,15 @@ const (
 type ClusterServiceClient interface {
 	// GetStatus returns the nodes, their roles and how many cameras each records.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error)
+	// DrainNode moves every camera off a node, each handed over only once its new owner
+	// records it (make-before-break), and gives the node no new camera. Draining is the
+	// first step of removing a node; ActivateNode undoes it.
+	DrainNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*Node, error)
+	// ActivateNode lets a drained (or joining) node take cameras again.
+	ActivateNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*Node, error)
+	// DecommissionNode removes a drained node from the cluster. It is refused while the
+	// node still records cameras: drain it first and wait until it records none.
+	DecommissionNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*Node, error)
 }
 
 type clusterServiceClient struct {
@@ -50,6 +62,36 @@ func (c *clusterServiceClient) GetStatus(ctx context.Context, in *GetStatusReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) DrainNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*Node, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Node)
+	err := c.cc.Invoke(ctx, ClusterService_DrainNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) ActivateNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*Node, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Node)
+	err := c.cc.Invoke(ctx, ClusterService_ActivateNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) DecommissionNode(ctx context.Context, in *NodeRequest, opts ...grpc.CallOption) (*Node, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Node)
+	err := c.cc.Invoke(ctx, ClusterService_DecommissionNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -58,6 +100,15 @@ func (c *clusterServiceClient) GetStatus(ctx context.Context, in *GetStatusReque
 type ClusterServiceServer interface {
 	// GetStatus returns the nodes, their roles and how many cameras each records.
 	GetStatus(context.Context, *GetStatusRequest) (*ClusterStatus, error)
+	// DrainNode moves every camera off a node, each handed over only once its new owner
+	// records it (make-before-break), and gives the node no new camera. Draining is the
+	// first step of removing a node; ActivateNode undoes it.
+	DrainNode(context.Context, *NodeRequest) (*Node, error)
+	// ActivateNode lets a drained (or joining) node take cameras again.
+	ActivateNode(context.Context, *NodeRequest) (*Node, error)
+	// DecommissionNode removes a drained node from the cluster. It is refused while the
+	// node still records cameras: drain it first and wait until it records none.
+	DecommissionNode(context.Context, *NodeRequest) (*Node, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -70,6 +121,15 @@ type UnimplementedClusterServiceServer struct{}
 
 func (UnimplementedClusterServiceServer) GetStatus(context.Context, *GetStatusRequest) (*ClusterStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) DrainNode(context.Context, *NodeRequest) (*Node, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedClusterServiceServer) ActivateNode(context.Context, *NodeRequest) (*Node, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateNode not implemented")
+}
+func (UnimplementedClusterServiceServer) DecommissionNode(context.Context, *NodeRequest) (*Node, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecommissionNode not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -110,6 +170,60 @@ func _ClusterService_GetStatus_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_DrainNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).DrainNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_DrainNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).DrainNode(ctx, req.(*NodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_ActivateNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ActivateNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ActivateNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ActivateNode(ctx, req.(*NodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_DecommissionNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).DecommissionNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_DecommissionNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).DecommissionNode(ctx, req.(*NodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -120,6 +234,18 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _ClusterService_GetStatus_Handler,
+		},
+		{
+			MethodName: "DrainNode",
+			Handler:    _ClusterService_DrainNode_Handler,
+		},
+		{
+			MethodName: "ActivateNode",
+			Handler:    _ClusterService_ActivateNode_Handler,
+		},
+		{
+			MethodName: "DecommissionNode",
+			Handler:    _ClusterService_DecommissionNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -255,3 +255,98 @@ type NodeStatus struct {
 	// Moving is the number of cameras being handed over to or from this node.
 	Moving int `json:"moving,omitempty"`
 }
+
+// StripeID names a stripe: k data segments and m parity shards computed over them.
+type StripeID string
+
+// StripeShard is one shard of a stripe and where it lives.
+type StripeShard struct {
+	// Node holds the shard.
+	Node NodeID `json:"node"`
+	// Segment is the data segment this shard is (data shards only; empty for parity):
+	// the shard's bytes are the segment file itself.
+	Segment SegmentID `json:"segment,omitempty"`
+	// Bytes is the stored size: the segment's size for a data shard, ShardSize for parity.
+	Bytes int64 `json:"bytes"`
+	// Checksum is the CRC-32C of the stored bytes.
+	Checksum uint32 `json:"checksum"`
+}
+
+// Stripe protects k sealed segments with m parity shards (Reed–Solomon), placed on k+m
+// distinct nodes: any k shards rebuild every segment of the stripe byte for byte.
+type Stripe struct {
+	ID StripeID `json:"id"`
+	K  int      `json:"k"`
+	M  int      `json:"m"`
+	// ShardSize is the largest data segment's size; shorter segments count as padded
+	// with zeros.
+	ShardSize int64 `json:"shard_size"`
+	// Shards lists the K data shards (in stripe order) then the M parity shards.
+	Shards    []StripeShard `json:"shards"`
+	CreatedAt time.Time     `json:"created_at"`
+}
+
+// HoldID names a legal hold.
+type HoldID string
+
+// Hold is a legal hold (evidence lock): the footage of its cameras in [Start, End) is kept
+// past retention until the hold is released or expires.
+type Hold struct {
+	ID      HoldID     `json:"id"`
+	Cameras []CameraID `json:"cameras"`
+	Start   time.Time  `json:"start"`
+	End     time.Time  `json:"end"`
+	// CaseRef is the judicial procedure the footage is seized for.
+	CaseRef   string    `json:"case_ref"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	// Until is when the hold expires by itself; zero: until released.
+	Until time.Time `json:"until"`
+	// ReleasedAt and ReleasedBy are set when the hold is released (the record stays).
+	ReleasedAt time.Time `json:"released_at"`
+	ReleasedBy string    `json:"released_by,omitempty"`
+}
+
+// Active reports whether the hold protects footage at time now.
+func (h Hold) Active(now time.Time) bool {
+	return h.ReleasedAt.IsZero() && (h.Until.IsZero() || now.Before(h.Until))
+}
+
+// Covers reports whether the hold, when active at now, protects footage of camera in
+// [from, to).
+func (h Hold) Covers(camera CameraID, from, to, now time.Time) bool {
+	if !h.Active(now) || !h.Start.Before(to) || !h.End.After(from) {
+		return false
+	}
+	for _, c := range h.Cameras {
+		if c == camera {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate reports the first problem of a new hold, naming the field.
+func (h *Hold) Validate() error {
+	if len(h.Cameras) == 0 {
+		return Invalid("cameras", "at least one camera is required")
+	}
+	for i, c := range h.Cameras {
+		if err := ValidateID("cameras", string(c)); err != nil {
+			return Invalid("cameras", "entry %d: %s", i+1, err.(*FieldError).Reason)
+		}
+	}
+	if h.Start.IsZero() {
+		return Invalid("start", "is required")
+	}
+	if !h.Start.Before(h.End) {
+		return Invalid("end", "must be after start")
+	}
+	if len(h.CaseRef) == 0 {
+		return Invalid("case_ref", "is required: the procedure the footage is seized for")
+	}
+	if !h.Until.IsZero() && !h.Until.After(h.CreatedAt) {
+		return Invalid("until", "must be in the future")
+	}
+	return nil
+}

@@ -18,8 +18,11 @@
 //     the tags tell it exactly which frames it missed.
 //   - RTCP sender reports (gortsplib's, every 10 s) map RTP time to the frame's scheduled
 //     wall-clock time, so receivers get absolute time.
-//   - SetStalled freezes a camera (session up, nothing sent; numbering goes on). More
-//     misbehaviours (garbage, resolution change, disconnects) are to come.
+//   - Misbehaviour on demand (misbehave.go): SetStalled freezes a camera (session up,
+//     nothing sent; numbering goes on); DropSessions closes its readers' sessions (a
+//     reboot); InjectGarbage sends random RTP packets before the next frame; SetAltClip
+//     switches to Config.AltClip (another resolution) at the next IDR. Stats carries a
+//     lateness histogram of every frame sent against its schedule (FrameTime).
 //
 // # How it stays cheap for thousands of cameras
 //

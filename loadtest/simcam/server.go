@@ -51,6 +51,10 @@ type Config struct {
 	// WriteQueueSize is gortsplib's per-reader queue of outgoing packets (a power of two).
 	// Default 512: an IDR of the default clip is about 30 packets.
 	WriteQueueSize int
+	// AltClip, when set, is a second clip (same codec and frame rate, typically another
+	// resolution) that SetAltClip switches a camera to, at its next IDR. nil disables
+	// SetAltClip.
+	AltClip *Clip
 }
 
 // DefaultConfig returns the defaults: one camera "cam1" on 127.0.0.1:8555 looping the
@@ -99,6 +103,7 @@ func (c Config) Validate() error {
 			errs = append(errs, model.Invalid("Clip.Codec", "%q, want %q or %q", c.Clip.Codec, CodecH264, CodecH265))
 		}
 	}
+	errs = append(errs, c.validateAltClip()...)
 	if c.Phases < 1 || c.Phases > 1000 {
 		errs = append(errs, model.Invalid("Phases", "%d, want 1 to 1000", c.Phases))
 	}
@@ -127,6 +132,13 @@ type Stats struct {
 	// PacketsDropped counts RTP packets not delivered to a reader whose write queue was
 	// full (a slow reader); other readers are not affected.
 	PacketsDropped uint64
+	// Lateness is the histogram of how late frames were handed to gortsplib compared with
+	// their schedule (see Lateness).
+	Lateness Lateness
+	// GarbagePackets counts the garbage RTP packets injected (InjectGarbage).
+	GarbagePackets uint64
+	// SessionsDropped counts the reader sessions closed by DropSessions.
+	SessionsDropped uint64
 }
 
 // Server is a fleet of simulated cameras behind one RTSP server.
@@ -147,6 +159,10 @@ type Server struct {
 	next    []uint64 // per phase: next frame index to send
 	skipped atomic.Uint64
 	dropped atomic.Uint64
+	late    lateness
+	altAUs  []auPackets
+	garbage atomic.Uint64
+	kicked  atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -159,6 +175,7 @@ type Server struct {
 type auPackets struct {
 	prefix [][]byte // RTP payloads of the non-VCL NAL units before the first VCL one
 	rest   [][]byte // RTP payloads of the VCL NAL units and whatever follows them
+	key    bool     // a random access point (IDR): a switch of clip may happen here
 }
 
 type camera struct {
@@ -170,6 +187,7 @@ type camera struct {
 	readers atomic.Int64
 	sent    atomic.Uint64
 	stalled atomic.Bool
+	misbehaviour
 
 	// touched only by the scheduler worker that owns the camera for a tick
 	seq    uint16
@@ -231,6 +249,11 @@ func New(cfg Config) (*Server, error) {
 	var err error
 	if s.aus, err = packetize(clip); err != nil {
 		return nil, fmt.Errorf("simcam: packetize %s: %w", clip.Path, err)
+	}
+	if cfg.AltClip != nil {
+		if s.altAUs, err = packetize(cfg.AltClip); err != nil {
+			return nil, fmt.Errorf("simcam: packetize %s: %w", cfg.AltClip.Path, err)
+		}
 	}
 	for i, id := range cfg.Cameras {
 		c := &camera{
@@ -379,7 +402,8 @@ func (s *Server) SetStalled(camera string, stalled bool) bool {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Cameras: len(s.cams), FramesSkipped: s.skipped.Load(), PacketsDropped: s.dropped.Load()}
+	st := Stats{Cameras: len(s.cams), FramesSkipped: s.skipped.Load(), PacketsDropped: s.dropped.Load(),
+		Lateness: s.late.snapshot(), GarbagePackets: s.garbage.Load(), SessionsDropped: s.kicked.Load()}
 	for _, c := range s.cams {
 		st.FramesSent += c.sent.Load()
 		st.Readers += int(c.readers.Load())
@@ -474,11 +498,12 @@ func (s *Server) sendPhase(p int, k uint64) {
 // frame's scheduled wall-clock time, given to gortsplib for RTCP sender reports; the tag
 // carries the time it was actually handed to gortsplib.
 func (s *Server) sendFrame(c *camera, k uint64, ntp time.Time) {
-	au := &s.aus[k%uint64(len(s.aus))]
+	au := s.pickAU(c, k)
 	n := uint16(len(au.prefix) + 1 + len(au.rest))
 	if c.stalled.Load() {
 		return
 	}
+	s.late.observe(time.Since(ntp))
 	if c.readers.Load() == 0 {
 		// Nobody watches: the camera still "sends" (counters and sequence numbers advance)
 		// but gortsplib is spared the marshalling of packets no one receives.
@@ -494,6 +519,9 @@ func (s *Server) sendFrame(c *camera, k uint64, ntp time.Time) {
 	}
 	c.pkt.Timestamp = c.tsBase + uint32(k*90000/uint64(s.clip.FPS))
 	left := n
+	if g := c.garbageNext.Swap(0); g > 0 {
+		s.writeGarbage(c, int(g))
+	}
 	write := func(payload []byte) {
 		left--
 		c.pkt.SequenceNumber = c.seq
@@ -566,6 +594,7 @@ func packetize(clip *Clip) ([]auPackets, error) {
 		if aus[i].rest, err = payloads(au[first:]); err != nil {
 			return nil, fmt.Errorf("access unit %d: %w", i, err)
 		}
+		aus[i].key = isRandomAccess(au, h265)
 	}
 	return aus, nil
 }
@@ -614,6 +643,7 @@ func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response,
 	}
 	if !sd.playing.Swap(true) {
 		sd.cam.readers.Add(1)
+		sd.cam.addSession(ctx.Session)
 	}
 	h.s.log.Debug("reader playing", slog.String("camera", c.id), slog.String("remote", ctx.Conn.NetConn().RemoteAddr().String()))
 	return &base.Response{StatusCode: base.StatusOK}, nil
@@ -642,5 +672,6 @@ func (h *handler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteEr
 func (h *handler) stopped(ss *gortsplib.ServerSession) {
 	if sd, _ := ss.UserData().(*sessionData); sd != nil && sd.playing.Swap(false) {
 		sd.cam.readers.Add(-1)
+		sd.cam.removeSession(ss)
 	}
 }

@@ -25,10 +25,11 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"node":    {"run a node (embedded default: one node on 127.0.0.1, data in ./vigie-data)", runNode},
-		"demo":    {"run a node with simulated cameras recording, and print the URLs to open", runDemo},
-		"ctl":     {"administer a cluster: tenants, cameras, timeline, export, cluster status", runCtl},
-		"version": {"print the version", func([]string) error { fmt.Println("vigie", version); return nil }},
+		"node":     {"run a node (embedded default: one node on 127.0.0.1, data in ./vigie-data)", runNode},
+		"demo":     {"run a node with simulated cameras recording, and print the URLs to open", runDemo},
+		"ctl":      {"administer a cluster: tenants, cameras, timeline, export, cluster status", runCtl},
+		"loadtest": {"simulated camera fleet, fault-injection scenarios, frame-exact verifier and report (loadtest/README.md)", runLoadtest},
+		"version":  {"print the version", func([]string) error { fmt.Println("vigie", version); return nil }},
 	}
 }
 

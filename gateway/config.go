@@ -79,6 +79,8 @@ type Config struct {
 	Recordings Recordings
 	// Health may be nil: every camera then reports state "unknown".
 	Health Health
+	// Holds may be nil: the legal-hold API then refuses every call.
+	Holds Holds
 	// Cluster may be nil: the status then lists no node.
 	Cluster ClusterInfo
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -288,4 +289,37 @@ func startGateway(t testing.TB, cat *fakeCatalog, rec *fakeRecordings, mod func(
 	}
 	t.Cleanup(func() { g.Close() })
 	return g
+}
+
+// fakeHolds keeps holds in memory, like the catalog would.
+type fakeHolds struct{ list []model.Hold }
+
+func (f *fakeHolds) CreateHold(_ context.Context, h model.Hold) (model.Hold, error) {
+	for _, o := range f.list {
+		if o.ID == h.ID {
+			return model.Hold{}, fmt.Errorf("hold %s: %w", h.ID, model.ErrExists)
+		}
+	}
+	f.list = append(f.list, h)
+	return h, nil
+}
+
+func (f *fakeHolds) ReleaseHold(_ context.Context, id model.HoldID, by string) (model.Hold, error) {
+	for i := range f.list {
+		if f.list[i].ID == id {
+			f.list[i].ReleasedAt, f.list[i].ReleasedBy = time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC), by
+			return f.list[i], nil
+		}
+	}
+	return model.Hold{}, fmt.Errorf("hold %s: %w", id, model.ErrNotFound)
+}
+
+func (f *fakeHolds) Holds(camera model.CameraID, includeReleased bool) ([]model.Hold, error) {
+	var out []model.Hold
+	for _, h := range f.list {
+		if (camera == "" || slices.Contains(h.Cameras, camera)) && (includeReleased || h.ReleasedAt.IsZero()) {
+			out = append(out, h)
+		}
+	}
+	return out, nil
 }

@@ -60,6 +60,7 @@ func New(cfg Config) (*Gateway, error) {
 		grpc.ChainStreamInterceptor(g.streamInterceptor),
 	)
 	vigiev1.RegisterTenantServiceServer(g.grpcSrv, &tenantService{g: g})
+	vigiev1.RegisterHoldServiceServer(g.grpcSrv, &holdService{g: g})
 	vigiev1.RegisterCameraServiceServer(g.grpcSrv, &cameraService{g: g})
 	vigiev1.RegisterRecordingServiceServer(g.grpcSrv, &recordingService{g: g})
 	vigiev1.RegisterClusterServiceServer(g.grpcSrv, &clusterService{g: g})
@@ -117,6 +118,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	)
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		vigiev1.RegisterTenantServiceHandler,
+		vigiev1.RegisterHoldServiceHandler,
 		vigiev1.RegisterCameraServiceHandler,
 		vigiev1.RegisterRecordingServiceHandler,
 		vigiev1.RegisterClusterServiceHandler,
@@ -220,6 +222,7 @@ var restQuery = []struct {
 	{"cameras:health", []string{"tenant", "page_size", "page_token"}},
 	{"cameras/*/timeline", []string{"start", "end"}},
 	{"cameras/*/segments", []string{"start", "end", "page_size", "page_token"}},
+	{"holds", []string{"camera_id", "include_released"}},
 }
 
 func allowedQuery(path string) []string {

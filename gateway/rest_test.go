@@ -382,3 +382,45 @@ func TestRESTNodeDrainActivateDecommission(t *testing.T) {
 		t.Errorf("drain with a bad id: %d %v, want 400 naming id", code, body)
 	}
 }
+
+func TestRESTHolds(t *testing.T) {
+	cat := newFakeCatalog()
+	holds := &fakeHolds{}
+	g := startGateway(t, cat, &fakeRecordings{}, func(c *Config) { c.Holds = holds })
+	c := restClient{t, "http://" + g.HTTPAddr()}
+	c.ok("POST", "/v1/tenants", `{"id":"lyon","name":"Lyon"}`)
+	c.ok("POST", "/v1/cameras", `{"id":"cam-1","tenant":"lyon","url":"rtsp://10.0.0.1/s"}`)
+
+	for _, tc := range []struct{ body, want string }{
+		{`{"camera_ids":["cam-1"],"start":"2025-03-01T10:00:00Z","end":"2025-03-01T11:00:00Z"}`, "hold.case_ref: is required"},
+		{`{"camera_ids":[],"case_ref":"PV 2025/123","start":"2025-03-01T10:00:00Z","end":"2025-03-01T11:00:00Z"}`, "hold.cameras: at least one camera"},
+		{`{"camera_ids":["cam-1"],"case_ref":"PV 2025/123","start":"2025-03-01T11:00:00Z","end":"2025-03-01T10:00:00Z"}`, "hold.end: must be after start"},
+		{`{"camera_ids":["cam-9"],"case_ref":"PV 2025/123","start":"2025-03-01T10:00:00Z","end":"2025-03-01T11:00:00Z"}`, "cam-9"},
+		{`{"camera_ids":["cam-1"],"case_ref":"PV","start":"2025-03-01T10:00:00Z","end":"2025-03-01T11:00:00Z","created_by":"me"}`, "set by the server"},
+	} {
+		code, body := c.do("POST", "/v1/holds", tc.body)
+		if code/100 != 4 || !strings.Contains(fmt.Sprint(body["message"]), tc.want) {
+			t.Errorf("create hold %s: %d %v; want 4xx naming %q", tc.body, code, body, tc.want)
+		}
+	}
+	if len(holds.list) != 0 {
+		t.Fatalf("a refused hold was stored: %+v", holds.list)
+	}
+	h := c.ok("POST", "/v1/holds", `{"camera_ids":["cam-1"],"case_ref":"PV 2025/123","start":"2025-03-01T10:00:00Z","end":"2025-03-01T11:00:00Z"}`)
+	if h["id"] == "" || h["created_by"] != LocalAdmin.Name || h["active"] != true {
+		t.Errorf("created hold: %v", h)
+	}
+	if l := c.ok("GET", "/v1/holds?camera_id=cam-1", ""); len(l["holds"].([]any)) != 1 {
+		t.Errorf("list: %v", l)
+	}
+	r := c.ok("POST", "/v1/holds/"+h["id"].(string)+":release", "")
+	if r["active"] != false || r["released_by"] != LocalAdmin.Name || r["release_time"] == nil {
+		t.Errorf("released hold: %v", r)
+	}
+	if l := c.ok("GET", "/v1/holds", ""); len(l["holds"].([]any)) != 0 {
+		t.Errorf("a released hold is listed as active: %v", l)
+	}
+	if l := c.ok("GET", "/v1/holds?include_released=true", ""); len(l["holds"].([]any)) != 1 {
+		t.Errorf("include_released: %v", l)
+	}
+}

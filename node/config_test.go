@@ -121,3 +121,19 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		t.Errorf("bad env value: got %v, want an error naming VIGIE_SEGMENT_MAX_AGE", err)
 	}
 }
+
+func TestShippedClusterConfigsAreValid(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "deploy", "local-3-nodes", "*.yaml"))
+	if len(files) != 3 {
+		t.Fatalf("found %d example node configs, want 3", len(files))
+	}
+	for _, f := range files {
+		cfg := DefaultConfig()
+		if err := cfg.LoadFile(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}

@@ -244,7 +244,11 @@ func TestStartupCommitsSegmentsTheCatalogLacks(t *testing.T) {
 	}
 	n = startNode(t, cfg)
 	defer n.Close()
-	segs, err := n.clu.Segments("cam-1", start.Add(-time.Second), start.Add(time.Hour))
+	var segs []model.Segment
+	waitFor(t, "the startup check to commit the segment", 10*time.Second, func() bool {
+		segs, err = n.clu.Segments("cam-1", start.Add(-time.Second), start.Add(time.Hour))
+		return err != nil || len(segs) > 0
+	})
 	if err != nil || len(segs) != 1 || segs[0].ID != seg.ID {
 		t.Fatalf("catalog after restart: %+v, %v; want the uncommitted segment %s", segs, err, seg.ID)
 	}

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -38,18 +37,13 @@ func (n *Node) reconcile(ctx context.Context, started time.Time) error {
 		if n.expired(seg) {
 			continue // retention deletes it
 		}
-		err = n.clu.CommitSegment(ctx, seg)
-		if errors.Is(err, model.ErrStaleEpoch) {
-			_, err = n.clu.ReconcileSegment(ctx, seg)
-		}
-		if err != nil {
-			n.log.Warn("local segment not committed; it stays on this disk", slog.String("segment", string(seg.ID)), slog.Any("err", err))
-			continue
-		}
+		// The committer retries until the leader is reachable, and keeps footage of an
+		// epoch that is no longer current as reconciled footage.
+		n.comm.add(seg)
 		committed++
 	}
 	if committed > 0 {
-		n.log.Info("committed segments the catalog lacked", slog.Int("segments", committed))
+		n.log.Info("committing segments the catalog lacks", slog.Int("segments", committed))
 	}
 	for cam, end := range lastEnd {
 		if started.Sub(end) < 2*time.Second {

@@ -17,29 +17,6 @@ func camIDs(prefix string, n int) []string {
 	return ids
 }
 
-// waitRecording waits until every camera in ids is owned by a running node and that
-// node's health says it records it.
-func waitRecording(t *testing.T, h *Cluster, ids []string, timeout time.Duration) {
-	t.Helper()
-	ctx := context.Background()
-	h.Eventually(timeout, fmt.Sprintf("%d cameras recording", len(ids)), func() bool {
-		ld := h.Leader()
-		owners := h.Owners(ld.Index)
-		for _, id := range ids {
-			a := owners[model.CameraID(id)]
-			nd := h.ByID(a.Node)
-			if nd == nil || nd.N() == nil {
-				return false
-			}
-			hl, err := nd.API().Health(ctx, id)
-			if err != nil || hl.State != string(model.CameraRecording) {
-				return false
-			}
-		}
-		return true
-	})
-}
-
 // TestAnyNodeAnswers: the timeline, health and export of a camera work from a node that
 // does not record it, and the footage read there is the footage its owner recorded.
 func TestAnyNodeAnswers(t *testing.T) {
@@ -49,7 +26,7 @@ func TestAnyNodeAnswers(t *testing.T) {
 	ctx := context.Background()
 	begin := time.Now()
 	h.Register(ctx, 1, "t1", sim, ids, "")
-	waitRecording(t, h, ids, 30*time.Second)
+	waitRecordingTB(t, h, ids, 30*time.Second)
 	time.Sleep(4 * time.Second) // a few seconds of footage, still in open segments
 
 	owners := h.Owners(0)

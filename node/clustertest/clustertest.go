@@ -428,29 +428,43 @@ func (h *Cluster) Owners(via int) map[model.CameraID]model.Assignment {
 	return out
 }
 
-// Close stops every node (at the end of the test).
+// Close stops every node (at the end of the test): the followers first, together, then
+// the leader, so their last commits still find a leader.
 func (h *Cluster) Close() {
+	var leader *Node
+	for _, nd := range h.Nodes() {
+		if c := nd.C(); c != nil && c.IsLeader() {
+			leader = nd
+		}
+	}
 	var wg sync.WaitGroup
 	for _, nd := range h.Nodes() {
-		h.mu.Lock()
-		n, done := nd.n, nd.closed
-		nd.n = nil
-		h.mu.Unlock()
+		if nd == leader {
+			continue
+		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if n != nil {
-				_ = n.Close()
-				close(done)
-			} else if done != nil {
-				<-done
-			}
-		}()
+		go func() { defer wg.Done(); h.closeNode(nd) }()
 	}
 	wg.Wait()
+	if leader != nil {
+		h.closeNode(leader)
+	}
 	h.logW.mu.Lock()
 	h.logW.done = true
 	h.logW.mu.Unlock()
+}
+
+func (h *Cluster) closeNode(nd *Node) {
+	h.mu.Lock()
+	n, done := nd.n, nd.closed
+	nd.n = nil
+	h.mu.Unlock()
+	if n != nil {
+		_ = n.Close()
+		close(done)
+	} else if done != nil {
+		<-done
+	}
 }
 
 // Eventually polls cond every 50 ms until it holds, failing the test after timeout.

@@ -111,6 +111,17 @@ type Config struct {
 	// RebalanceTolerance: nodes are left alone while every node's load is within this
 	// fraction of the mean (0.05 = ±5 %).
 	RebalanceTolerance float64
+
+	// ---- footage protection ----
+
+	// RepairGrace is how long a node must have been dead before the leader marks its
+	// stripe shards for rebuilding on other nodes (RepairTasks). A decommissioned node is
+	// marked at once. Shorter means less time at reduced redundancy, longer means less
+	// needless rebuilding after a reboot.
+	RepairGrace time.Duration
+	// HotReplicas is how many nodes besides the owner receive a camera's open segment
+	// (ReplicaNodes) until it is striped; 0 disables hot replicas.
+	HotReplicas int
 }
 
 // MaxMetaSize is memberlist's limit on node metadata.
@@ -146,6 +157,9 @@ func DefaultConfig() Config {
 		HandoverTimeout:    30 * time.Second,
 		MaxMovesPerRound:   64,
 		RebalanceTolerance: 0.05,
+
+		RepairGrace: 10 * time.Minute,
+		HotReplicas: 1,
 	}
 }
 
@@ -247,6 +261,12 @@ func (c Config) Validate() error {
 	}
 	if c.RebalanceTolerance < 0 || c.RebalanceTolerance >= 1 {
 		bad("RebalanceTolerance", "must be in [0, 1), got %v", c.RebalanceTolerance)
+	}
+	if c.RepairGrace < 0 {
+		bad("RepairGrace", "must not be negative, got %v", c.RepairGrace)
+	}
+	if c.HotReplicas < 0 {
+		bad("HotReplicas", "must not be negative, got %d", c.HotReplicas)
 	}
 	return errors.Join(errs...)
 }

@@ -50,6 +50,8 @@ const (
 	resAssignments
 	resInt
 	resSegment
+	resStripe
+	resHold
 )
 
 func encodeForward(cmd []byte) []byte {
@@ -130,6 +132,12 @@ func encodeAnswer(res any, index uint64, err error) []byte {
 		e.u8(resSegment)
 		e.segment(v)
 		e.boolean(v.Reconciled)
+	case model.Stripe:
+		e.u8(resStripe)
+		e.stripe(v)
+	case model.Hold:
+		e.u8(resHold)
+		e.hold(v)
 	default:
 		// every result type of the state machine is listed above
 		return encodeAnswer(nil, index, fmt.Errorf("cannot encode a result of type %T", res))
@@ -227,6 +235,10 @@ func decodeAnswerBody(b []byte) (any, uint64, error) {
 		s := d.segment()
 		s.Reconciled = d.boolean()
 		res = s
+	case resStripe:
+		res = d.stripe()
+	case resHold:
+		res = d.hold()
 	default:
 		if d.err == nil {
 			return nil, 0, fmt.Errorf("%w: answer kind %d", errDecode, kind)

@@ -77,6 +77,10 @@ func openFSM(dir string, logger *slog.Logger) (*fsm, error) {
 		}
 		f.applied.Store(binary.BigEndian.Uint64(v))
 	}
+	if err := ensureIndexV3(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -169,7 +173,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		switch cmd.Op {
 		case opCreateCameras, opUpdateCamera, opDeleteCamera, opAssign, opSetAssignments, opConfirmRecording:
 			touched = true
-		case opSetNodeState, opReportLoad:
+		case opSetNodeState, opReportLoad, opReportDisk:
 			kicked = true
 		}
 	}
@@ -237,6 +241,20 @@ func (f *fsm) apply(b *pebble.Batch, c command) (any, error) {
 		return applyReportLoad(b, c.Node, c.Loads)
 	case opReconcileSegment:
 		return applyReconcileSegment(b, c.Segment)
+	case opCommitStripe:
+		return applyCommitStripe(b, c.Stripe)
+	case opDeleteStripe:
+		return applyDeleteStripe(b, c.StripeID, c.Reason, c.At)
+	case opUpdateShard:
+		return applyUpdateShard(b, c.StripeID, c.Index, c.Node, c.Shard)
+	case opCreateHold:
+		return applyCreateHold(b, c.Hold)
+	case opReleaseHold:
+		return applyReleaseHold(b, c.Hold.ID, c.Hold.ReleasedBy, c.Hold.ReleasedAt)
+	case opReportDisk:
+		return nil, applyReportDisk(b, c.Node, c.Disk)
+	case opSetRepair:
+		return nil, applySetRepair(b, c.Node, c.Reason, c.At)
 	}
 	return nil, fmt.Errorf("%w: unknown command op %d", errDecode, byte(c.Op))
 }
@@ -450,13 +468,24 @@ func putSegment(b *pebble.Batch, s model.Segment) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	var old model.Segment
+	striped := false
 	if ok {
-		old, err := getSegmentByKey(b, oldKey)
-		if err != nil {
+		if old, err = getSegmentByKey(b, oldKey); err != nil {
 			return err
 		}
 		if old.Camera != s.Camera {
 			return fmt.Errorf("segment %q already belongs to camera %q, not %q: %w", s.ID, old.Camera, s.Camera, model.ErrExists)
+		}
+		stripe, in, err := getRaw(b, segStripeKey(s.ID))
+		if err != nil {
+			return storeErr(err)
+		}
+		striped = in
+		if striped && (s.Node != old.Node || !s.Start.Equal(old.Start) || !s.End.Equal(old.End) ||
+			s.Bytes != old.Bytes || s.Checksum != old.Checksum || !s.Sealed) {
+			return fmt.Errorf("segment %q is data shard of stripe %q: its node, times, bytes and checksum cannot change (node %q → %q, bytes %d → %d): %w",
+				s.ID, stripe, old.Node, s.Node, old.Bytes, s.Bytes, model.ErrInUse)
 		}
 	}
 	maxDur, err := getSegMax(b, s.Camera)
@@ -469,11 +498,21 @@ func putSegment(b *pebble.Batch, s model.Segment) error {
 			return storeErr(err)
 		}
 	}
+	if ok && old.Sealed && !striped {
+		if err := b.Delete(unstripedKey(old), nil); err != nil {
+			return storeErr(err)
+		}
+	}
 	if err := b.Set(key, encSegment(s), nil); err != nil {
 		return storeErr(err)
 	}
 	if err := b.Set(segIDKey(s.ID), key, nil); err != nil {
 		return storeErr(err)
+	}
+	if s.Sealed && !striped {
+		if err := b.Set(unstripedKey(s), encSegment(s), nil); err != nil {
+			return storeErr(err)
+		}
 	}
 	if d := s.End.Sub(s.Start); d > maxDur {
 		return storeErr(b.Set(segMaxKey(s.Camera), encDuration(d), nil))
@@ -482,32 +521,46 @@ func putSegment(b *pebble.Batch, s model.Segment) error {
 }
 
 func applyDeleteSegments(b *pebble.Batch, ids []model.SegmentID, reason string, at time.Time) (int, error) {
-	n := 0
+	// check every segment first: all are deleted, or none
+	hc := newHoldChecker(b, at)
+	segs := make([]model.Segment, 0, len(ids))
+	keys := make([][]byte, 0, len(ids))
+	seen := make(map[model.SegmentID]bool, len(ids))
 	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
 		key, ok, err := getRaw(b, segIDKey(id))
 		if err != nil {
-			return n, storeErr(err)
+			return 0, storeErr(err)
 		}
 		if !ok {
 			continue // already deleted: deleting is idempotent
 		}
 		s, err := getSegmentByKey(b, key)
 		if err != nil {
-			return n, err
+			return 0, err
 		}
-		x := model.Deletion{Segment: s.ID, Camera: s.Camera, Start: s.Start, End: s.End, Bytes: s.Bytes, Reason: reason, At: at}
-		if err := b.Delete(key, nil); err != nil {
-			return n, storeErr(err)
+		if stripe, in, err := getRaw(b, segStripeKey(id)); err != nil {
+			return 0, storeErr(err)
+		} else if in {
+			return 0, fmt.Errorf("segment %q is data shard of stripe %q: delete the stripe (DeleteStripe), not the segment: %w", id, stripe, model.ErrInUse)
 		}
-		if err := b.Delete(segIDKey(id), nil); err != nil {
-			return n, storeErr(err)
+		if h, held, err := hc.covering(s.Camera, s.Start, s.End); err != nil {
+			return 0, err
+		} else if held {
+			return 0, heldError("delete segments", s, h)
 		}
-		if err := b.Set(deletionKey(x), encDeletion(x), nil); err != nil {
-			return n, storeErr(err)
-		}
-		n++
+		segs = append(segs, s)
+		keys = append(keys, key)
 	}
-	return n, nil
+	for i, s := range segs {
+		if err := deleteSegmentEntry(b, keys[i], s, reason, at); err != nil {
+			return i, err
+		}
+	}
+	return len(segs), nil
 }
 
 func applyRecordOutage(b *pebble.Batch, o model.Outage) error {
@@ -686,6 +739,9 @@ func (f *fsm) restore(r io.Reader) error {
 		return wb.Commit(pebble.NoSync)
 	})
 	if err != nil {
+		return err
+	}
+	if err := ensureIndexV3(f.db); err != nil { // a snapshot of a store from before the index
 		return err
 	}
 	if err := f.db.LogData(nil, pebble.Sync); err != nil {

@@ -51,6 +51,24 @@ func workload() []command {
 		command{Op: opDeleteCamera, CameraID: "b"},
 		command{Op: opUpdateTenant, Tenant: model.Tenant{ID: "lyon", Name: "Lyon Métropole", RetentionDays: 30, UpdatedAt: t0.Add(time.Hour)}},
 	)
+	// stripes, holds, disks, repair marks
+	stripe := func(id string, a, b model.SegmentID) model.Stripe {
+		return model.Stripe{ID: model.StripeID(id), K: 2, M: 1, CreatedAt: t0,
+			Shards: []model.StripeShard{{Node: "n2", Segment: a}, {Node: "n4", Segment: b}, {Node: "n5"}}}
+	}
+	cmds = append(cmds,
+		command{Op: opCommitStripe, Stripe: stripe("st", "s3", "s4")},
+		command{Op: opCommitStripe, Stripe: stripe("st-bad", "s3", "s5")}, // refused: s3 is in st
+		command{Op: opCommitStripe, Stripe: stripe("st2", "s5", "s6")},
+		command{Op: opUpdateShard, StripeID: "st", Index: 2, Node: "n5", Shard: model.StripeShard{Node: "n6"}},
+		command{Op: opCreateHold, Hold: model.Hold{ID: "h1", Cameras: []model.CameraID{"a"}, Start: t0, End: t0.Add(9 * time.Second), CaseRef: "PV-1", CreatedBy: "officer", CreatedAt: t0}},
+		command{Op: opDeleteStripe, StripeID: "st", Reason: "retention", At: t0.Add(time.Hour)}, // refused: held
+		command{Op: opDeleteStripe, StripeID: "st2", Reason: "retention", At: t0.Add(time.Hour)},
+		command{Op: opReleaseHold, Hold: model.Hold{ID: "h1", ReleasedBy: "magistrate", ReleasedAt: t0.Add(2 * time.Hour)}},
+		command{Op: opDeleteStripe, StripeID: "st", Reason: "retention", At: t0.Add(3 * time.Hour)},
+		command{Op: opReportDisk, Node: "n3", Disk: DiskUsage{FreeBytes: 1 << 30, TotalBytes: 1 << 40}},
+		command{Op: opSetRepair, Node: "n5", Reason: repairDead, At: t0},
+	)
 	return cmds
 }
 
@@ -92,8 +110,8 @@ func TestFSMIsDeterministic(t *testing.T) {
 			refused++
 		}
 	}
-	if refused != 3 {
-		t.Fatalf("%d commands refused, want 3: %v", refused, r1)
+	if refused != 5 {
+		t.Fatalf("%d commands refused, want 5: %v", refused, r1)
 	}
 	if !bytes.Equal(snapshotBytes(t, h1.f), snapshotBytes(t, h2.f)) {
 		t.Fatal("same log, different state")
@@ -106,7 +124,7 @@ func TestFSMIsDeterministic(t *testing.T) {
 // TestFSMSourceHasNoClockOrRandomness guards the state machine's code: the files the FSM
 // is made of must not read the wall clock or randomness.
 func TestFSMSourceHasNoClockOrRandomness(t *testing.T) {
-	for _, file := range []string{"fsm.go", "fsm_cluster.go", "values.go", "codec.go", "keys.go", "snapshot.go"} {
+	for _, file := range []string{"fsm.go", "fsm_cluster.go", "fsm_stripes.go", "values.go", "values_stripes.go", "codec.go", "keys.go", "snapshot.go"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
@@ -317,7 +335,15 @@ func FuzzDecodeValues(f *testing.F) {
 	f.Add(encOutage(model.Outage{Camera: "c", Start: t0}))
 	f.Add(encDeletion(model.Deletion{Segment: "s", Camera: "c"}))
 	f.Add(encAssignment(model.Assignment{Camera: "c", Node: "n", Epoch: 3}))
+	f.Add(encStripe(model.Stripe{ID: "st", K: 1, M: 1, ShardSize: 5, Shards: []model.StripeShard{{Node: "a", Segment: "s", Bytes: 5}, {Node: "b", Bytes: 5}}}))
+	f.Add(encHold(model.Hold{ID: "h", Cameras: []model.CameraID{"c"}, Start: t0, End: t0.Add(time.Hour), CaseRef: "PV"}))
+	f.Add(encDisk(DiskUsage{FreeBytes: 1, TotalBytes: 2, Full: true}))
+	f.Add(encRepairMark(repairMark{Node: "n", Reason: repairDead, Since: t0, Shards: 3}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = decStripe(b)
+		_, _ = decHold(b)
+		_, _ = decDisk(b)
+		_, _ = decRepairMark(b)
 		_, _ = decSegment(b)
 		_, _ = decCamera(b)
 		_, _ = decTenant(b)

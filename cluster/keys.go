@@ -23,6 +23,15 @@ import (
 //	d/{camera}\x00{start}{segment id}  → deletion record (start of the deleted footage)
 //	n/{node}                           → node record (draining, decommissioned)
 //	l/{camera}                         → the camera's last reported bitrate (bits/s)
+//	p/{stripe}                         → stripe
+//	ps/{segment id}                    → id of the stripe that protects the segment
+//	pn/{node}\x00{stripe}              → (empty) stripes with a shard on the node
+//	pu/{node}\x00{start}{segment id}   → copy of the segment: sealed segments of the node not yet in a stripe
+//	h/{hold}                           → legal hold
+//	hc/{camera}\x00{hold}              → (empty) holds naming the camera
+//	nd/{node}                          → the node's last disk report (free, total, full)
+//	nr/{node}                          → repair mark: the node's shards are to be rebuilt elsewhere
+//	m/index-v3                         → (empty) the pu/ index has been built for this store
 var (
 	keyApplied      = []byte("m/applied")
 	prefixTenant    = []byte("t/")
@@ -36,7 +45,35 @@ var (
 	prefixDeletion  = []byte("d/")
 	prefixNode      = []byte("n/")
 	prefixLoad      = []byte("l/")
+
+	prefixStripe     = []byte("p/")
+	prefixSegStripe  = []byte("ps/")
+	prefixNodeStripe = []byte("pn/")
+	prefixUnstriped  = []byte("pu/")
+	prefixHold       = []byte("h/")
+	prefixCameraHold = []byte("hc/")
+	prefixDisk       = []byte("nd/")
+	prefixRepair     = []byte("nr/")
+	keyIndexV3       = []byte("m/index-v3")
 )
+
+func stripeKey(id model.StripeID) []byte     { return join(prefixStripe, []byte(id)) }
+func segStripeKey(id model.SegmentID) []byte { return join(prefixSegStripe, []byte(id)) }
+func nodeStripePrefix(n model.NodeID) []byte { return join(prefixNodeStripe, []byte(n), []byte{0}) }
+func nodeStripeKey(n model.NodeID, id model.StripeID) []byte {
+	return join(nodeStripePrefix(n), []byte(id))
+}
+func unstripedPrefix(n model.NodeID) []byte { return join(prefixUnstriped, []byte(n), []byte{0}) }
+func unstripedKey(s model.Segment) []byte {
+	return append(appendTime(unstripedPrefix(s.Node), s.Start), s.ID...)
+}
+func holdKey(id model.HoldID) []byte           { return join(prefixHold, []byte(id)) }
+func cameraHoldPrefix(c model.CameraID) []byte { return join(prefixCameraHold, []byte(c), []byte{0}) }
+func cameraHoldKey(c model.CameraID, id model.HoldID) []byte {
+	return join(cameraHoldPrefix(c), []byte(id))
+}
+func diskKey(n model.NodeID) []byte   { return join(prefixDisk, []byte(n)) }
+func repairKey(n model.NodeID) []byte { return join(prefixRepair, []byte(n)) }
 
 func nodeKey(id model.NodeID) []byte   { return join(prefixNode, []byte(id)) }
 func loadKey(id model.CameraID) []byte { return join(prefixLoad, []byte(id)) }

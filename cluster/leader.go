@@ -13,8 +13,9 @@ import (
 
 // The leader's duties, run by one goroutine on every node that acts only while its node
 // leads: (1) reconcile gossip membership with the raft configuration (add new nodes,
-// choose voters, remove dead and decommissioned servers), (2) placement (see plan). Both
-// react at once to gossip events and applied changes, and run every ReconcileInterval.
+// choose voters, remove dead and decommissioned servers), (2) placement (see plan), (3)
+// repair marks (repair.go). They react at once to gossip events and applied changes, and
+// run every ReconcileInterval.
 
 // leaderMemory is what the leader remembers between rounds; it is reset when leadership
 // is lost (a new leader starts its own clocks, which only delays timeouts).
@@ -75,10 +76,15 @@ func (c *Cluster) leaderLoop() {
 		now := time.Now()
 		last = now
 		c.reconcileRaft(now, mem)
+		var at time.Time
 		if c.cfg.ManageCameras {
-			if at := c.reconcilePlacement(now, mem); !at.IsZero() {
-				wake.Reset(max(time.Until(at), time.Millisecond))
-			}
+			at = c.reconcilePlacement(now, mem)
+		}
+		if r := c.reconcileRepair(now, mem); !r.IsZero() && (at.IsZero() || r.Before(at)) {
+			at = r
+		}
+		if !at.IsZero() {
+			wake.Reset(max(time.Until(at), time.Millisecond))
 		}
 	}
 }
@@ -346,6 +352,10 @@ func (c *Cluster) nodeView(now time.Time, mem *leaderMemory, cams []placeCamera)
 	if err != nil {
 		return nil, err
 	}
+	disks, err := c.Disks()
+	if err != nil {
+		return nil, err
+	}
 	servers := map[model.NodeID]bool{}
 	if f := c.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
@@ -390,6 +400,7 @@ func (c *Cluster) nodeView(now time.Time, mem *leaderMemory, cams []placeCamera)
 		n.Draining = rec.State == model.NodeDraining
 		n.Decommissioned = rec.State == model.NodeDecommissioned
 		n.Eligible = n.Alive && servers[id] && !n.Draining && !n.Decommissioned
+		n.Full = disks[id].Full
 		nodes[id] = n
 	}
 	add(c.cfg.NodeID)

@@ -30,6 +30,8 @@ type placeNode struct {
 	DeadSince      time.Time
 	Draining       bool
 	Decommissioned bool
+	// Full: the node's disk is full; it keeps its cameras but gets no new ones.
+	Full bool
 
 	load float64
 }
@@ -121,6 +123,9 @@ func plan(in placementInput) placementOutput {
 		var best *placeNode
 	next:
 		for _, n := range eligible {
+			if n.Full {
+				continue
+			}
 			for _, x := range exclude {
 				if n.ID == x {
 					continue next
@@ -284,7 +289,7 @@ func pickSecondary(eligible []*placeNode, nodes map[model.NodeID]*placeNode, own
 	var best *placeNode
 	bestOther := false
 	for _, n := range eligible {
-		if n.ID == owner || n.ID == next {
+		if n.ID == owner || n.ID == next || n.Full {
 			continue
 		}
 		other := zone == "" || n.Zone != zone
@@ -323,11 +328,11 @@ func rebalance(in placementInput, work []model.Assignment, eligible []*placeNode
 			if ratio(n) > ratio(hi) || ratio(n) == ratio(hi) && n.ID < hi.ID {
 				hi = n
 			}
-			if ratio(n) < ratio(lo) || ratio(n) == ratio(lo) && n.ID < lo.ID {
+			if !n.Full && (lo.Full || ratio(n) < ratio(lo) || ratio(n) == ratio(lo) && n.ID < lo.ID) {
 				lo = n
 			}
 		}
-		if ratio(hi) <= mean*(1+in.Tolerance) && ratio(lo) >= mean*(1-in.Tolerance) {
+		if lo.Full || ratio(hi) <= mean*(1+in.Tolerance) && ratio(lo) >= mean*(1-in.Tolerance) {
 			return
 		}
 		// the camera of hi whose move to lo leaves the two closest

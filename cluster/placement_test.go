@@ -257,7 +257,9 @@ func TestForwardedAnswersKeepErrors(t *testing.T) {
 	}
 	for _, res := range []any{nil, model.Tenant{ID: "t", Name: "T", CreatedAt: t0}, []storedCamera{storedCam("a", "t")}, storedCam("b", "t"),
 		model.Assignment{Camera: "a", Node: "n", Epoch: 3, Since: t0, Next: "m", Secondary: "s"}, []model.Assignment{{Camera: "a"}}, 7,
-		model.Segment{ID: "s", Camera: "c", Epoch: 2, Start: t0, End: t0.Add(time.Second), Reconciled: true}} {
+		model.Segment{ID: "s", Camera: "c", Epoch: 2, Start: t0, End: t0.Add(time.Second), Reconciled: true},
+		model.Stripe{ID: "st", K: 1, M: 1, ShardSize: 4, Shards: []model.StripeShard{{Node: "a", Segment: "s", Bytes: 4, Checksum: 9}, {Node: "b", Bytes: 4}}, CreatedAt: t0},
+		model.Hold{ID: "h", Cameras: []model.CameraID{"c"}, Start: t0, End: t0.Add(time.Hour), CaseRef: "PV", CreatedAt: t0, ReleasedAt: t0.Add(time.Hour), ReleasedBy: "x"}} {
 		got, _, err := decodeAnswer(encodeAnswer(res, 1, nil))
 		if err != nil || !reflect.DeepEqual(got, res) {
 			t.Fatalf("%#v came back as %#v, %v", res, got, err)
@@ -307,6 +309,8 @@ func FuzzDecodeAnswer(f *testing.F) {
 	f.Add(encodeAnswer(model.Assignment{Camera: "a", Node: "n", Epoch: 1}, 3, nil))
 	f.Add(encodeAnswer(nil, 0, fmt.Errorf("x: %w", model.Invalid("f", "r"))))
 	f.Add(encodeAnswer([]storedCamera{storedCam("a", "t")}, 9, nil))
+	f.Add(encodeAnswer(model.Stripe{ID: "st", K: 1, Shards: []model.StripeShard{{Node: "a", Segment: "s"}}}, 4, nil))
+	f.Add(encodeAnswer(model.Hold{ID: "h", Cameras: []model.CameraID{"c"}}, 5, nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _, _ = decodeAnswer(b)
 	})

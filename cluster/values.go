@@ -14,7 +14,9 @@ import (
 //	1: the first layout.
 //	2: an assignment adds Since, Next and Secondary; a segment adds Reconciled. Other
 //	   values are laid out as in 1.
-const valueVersion = 2
+//	3: new kinds of values — stripes, holds, disk reports, repair marks (they are never
+//	   read at an older version); the layouts of version 2 are unchanged.
+const valueVersion = 3
 
 // minValueVersion is the oldest value layout the decoders read.
 const minValueVersion = 1
@@ -348,6 +350,13 @@ const (
 	opSetNodeState
 	opReportLoad
 	opReconcileSegment
+	opCommitStripe
+	opDeleteStripe
+	opUpdateShard
+	opCreateHold
+	opReleaseHold
+	opReportDisk
+	opSetRepair
 	opMax // first unused value
 )
 
@@ -383,6 +392,20 @@ func (o op) String() string {
 		return "report-load"
 	case opReconcileSegment:
 		return "reconcile-segment"
+	case opCommitStripe:
+		return "commit-stripe"
+	case opDeleteStripe:
+		return "delete-stripe"
+	case opUpdateShard:
+		return "update-shard"
+	case opCreateHold:
+		return "create-hold"
+	case opReleaseHold:
+		return "release-hold"
+	case opReportDisk:
+		return "report-disk"
+	case opSetRepair:
+		return "set-repair"
 	}
 	return fmt.Sprintf("op(%d)", byte(o))
 }
@@ -405,6 +428,12 @@ type command struct {
 	Changes    []assignChange    // set assignments
 	State      string            // set node state
 	Loads      []cameraLoad      // report load
+	Stripe     model.Stripe      // commit stripe
+	StripeID   model.StripeID    // delete stripe, update shard
+	Index      int               // update shard: which shard
+	Shard      model.StripeShard // update shard: where it is now (Node: where it was)
+	Hold       model.Hold        // create hold; release hold (ID, ReleasedAt, ReleasedBy)
+	Disk       DiskUsage         // report disk
 }
 
 // assignChange is one decision of the leader's placement: the camera's owner, incoming
@@ -488,6 +517,33 @@ func encodeCommand(c command) []byte {
 		}
 	case opReconcileSegment:
 		e.segment(c.Segment)
+	case opCommitStripe:
+		e.stripe(c.Stripe)
+	case opDeleteStripe:
+		e.str(string(c.StripeID))
+		e.str(c.Reason)
+		e.time(c.At)
+	case opUpdateShard:
+		e.str(string(c.StripeID))
+		e.int(c.Index)
+		e.str(string(c.Node))
+		e.str(string(c.Shard.Node))
+		e.str(string(c.Shard.Segment))
+		e.varint(c.Shard.Bytes)
+		e.u32(c.Shard.Checksum)
+	case opCreateHold:
+		e.hold(c.Hold)
+	case opReleaseHold:
+		e.str(string(c.Hold.ID))
+		e.str(c.Hold.ReleasedBy)
+		e.time(c.Hold.ReleasedAt)
+	case opReportDisk:
+		e.str(string(c.Node))
+		e.disk(c.Disk)
+	case opSetRepair:
+		e.str(string(c.Node))
+		e.str(c.Reason)
+		e.time(c.At)
 	}
 	return e.b
 }
@@ -577,6 +633,28 @@ func decodeCommand(b []byte) (command, error) {
 		}
 	case opReconcileSegment:
 		c.Segment = d.segment()
+	case opCommitStripe:
+		c.Stripe = d.stripe()
+	case opDeleteStripe:
+		c.StripeID = model.StripeID(d.str())
+		c.Reason = d.str()
+		c.At = d.time()
+	case opUpdateShard:
+		c.StripeID = model.StripeID(d.str())
+		c.Index = d.int()
+		c.Node = model.NodeID(d.str())
+		c.Shard = model.StripeShard{Node: model.NodeID(d.str()), Segment: model.SegmentID(d.str()), Bytes: d.varint(), Checksum: d.u32()}
+	case opCreateHold:
+		c.Hold = d.hold()
+	case opReleaseHold:
+		c.Hold = model.Hold{ID: model.HoldID(d.str()), ReleasedBy: d.str(), ReleasedAt: d.time()}
+	case opReportDisk:
+		c.Node = model.NodeID(d.str())
+		c.Disk = d.disk()
+	case opSetRepair:
+		c.Node = model.NodeID(d.str())
+		c.Reason = d.str()
+		c.At = d.time()
 	default:
 		if d.err == nil {
 			return command{}, fmt.Errorf("%w: unknown command op %d", errDecode, byte(c.Op))

@@ -9,6 +9,7 @@ import (
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/replica"
 	"github.com/vigie-vms/vigie/storage"
 )
 
@@ -18,6 +19,7 @@ import (
 type recordings struct {
 	clu   *cluster.Cluster
 	store *storage.Store
+	rep   *replica.Receiver // hot replicas held here; nil in tests without them
 	self  model.NodeID
 	peer  *peerClient // nil: single node, no peers asked
 }
@@ -86,10 +88,30 @@ func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Tim
 	return out
 }
 
-// OpenSegment opens a segment, from the local store or from the node that holds it.
+// OpenSegment opens a segment: from this node (its store or a hot replica it holds), else
+// from the node that recorded it, else from a node holding a hot replica of it.
 func (r *recordings) OpenSegment(ctx context.Context, seg model.Segment) (gateway.SegmentReader, error) {
 	if seg.Node != "" && seg.Node != r.self && r.peer != nil {
-		return r.peer.openSegment(ctx, seg)
+		if r.rep != nil {
+			if rd, err := r.rep.Store().OpenReader(seg.ID); err == nil {
+				return rd, nil
+			}
+		}
+		rd, err := r.peer.openSegment(ctx, seg)
+		if err == nil {
+			return rd, nil
+		}
+		for _, holder := range r.clu.ReplicasFor(seg.Camera, seg.Node) {
+			if holder == r.self {
+				continue
+			}
+			alt := seg
+			alt.Node = holder
+			if rd, rerr := r.peer.openSegment(ctx, alt); rerr == nil {
+				return rd, nil
+			}
+		}
+		return nil, err
 	}
 	rd, err := r.store.OpenReader(seg.ID)
 	if err != nil {

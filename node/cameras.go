@@ -195,6 +195,10 @@ func (m *cameraManager) start(cam model.Camera, epoch uint64) (*cameraRun, error
 		maxAge:   m.n.cfg.SegmentMaxAge,
 		sealed:   m.n.comm.add,
 		log:      log,
+		sender:   m.n.repSend,
+		replicas: func() []model.NodeID {
+			return m.n.clu.ReplicasFor(cam.ID, model.NodeID(m.n.cfg.NodeID))
+		},
 	}
 	run := &cameraRun{cam: cam, epoch: epoch, rec: rec, done: make(chan struct{})}
 	if cam.Ingest == model.IngestPush {

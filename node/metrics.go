@@ -69,6 +69,9 @@ func configureGateway(cfg *gateway.Config, n *Node) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams))
 	cfg.Handlers = n.peerHandlers()
+	for pattern, h := range n.rep.Handlers() {
+		cfg.Handlers[pattern] = h
+	}
 	cfg.Handlers["GET /metrics"] = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if n.cfg.Pprof {
 		cfg.Handlers["/debug/pprof/"] = http.HandlerFunc(pprof.Index)

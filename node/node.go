@@ -15,6 +15,7 @@ import (
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
 	"github.com/vigie-vms/vigie/node/ingest"
+	"github.com/vigie-vms/vigie/node/replica"
 	"github.com/vigie-vms/vigie/storage"
 )
 
@@ -35,7 +36,11 @@ type Node struct {
 	push  *ingest.Server
 	cams  *cameraManager
 	peer  *peerClient
-	comm  *committer
+	// rep holds the hot replicas other nodes stream to this one; repSend streams this
+	// node's open segments to their replicas.
+	rep     *replica.Receiver
+	repSend *replica.Sender
+	comm    *committer
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -100,6 +105,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	// The store logs what its startup check repaired.
 
+	rcfg := replica.DefaultConfig()
+	rcfg.Dir, rcfg.NodeID, rcfg.NoSync = filepath.Join(n.cfg.DataDir, "replicas"), model.NodeID(n.cfg.NodeID), n.cfg.NoSync
+	rcfg.Logger = n.log.With(slog.String("component", "replicas"))
+	if n.rep, err = replica.Open(rcfg); err != nil {
+		return fmt.Errorf("open replica store: %w", err)
+	}
+
 	ccfg := cluster.DefaultConfig()
 	ccfg.NodeID = model.NodeID(n.cfg.NodeID)
 	ccfg.Dir = filepath.Join(n.cfg.DataDir, "cluster")
@@ -158,6 +170,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}()
 	}
 
+	scfgRep := replica.DefaultSenderConfig()
+	scfgRep.NodeID, scfgRep.Resolve, scfgRep.Source = model.NodeID(n.cfg.NodeID), n.peerAddr, n.store
+	scfgRep.Logger = n.log.With(slog.String("component", "replication"))
+	if n.repSend, err = replica.NewSender(scfgRep); err != nil {
+		return fmt.Errorf("replication: %w", err)
+	}
 	n.cams = newCameraManager(n)
 	gcfg := gateway.DefaultConfig()
 	gcfg.HTTPAddr = n.cfg.HTTPAddr
@@ -165,7 +183,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.Logger = n.log
 	gcfg.Catalog = n.clu
 	n.peer = newPeerClient(n.peerAddr)
-	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
+	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, rep: n.rep, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
+	gcfg.Holds = n.clu
 	gcfg.Health = clusterHealth{n}
 	gcfg.Cluster = clusterInfo{n}
 	configureGateway(&gcfg, n)
@@ -191,9 +210,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.cams.run(runCtx) }()
 	go func() { defer n.wg.Done(); n.runRetention(runCtx) }()
+	go func() { defer n.wg.Done(); n.runReplicaUpkeep(runCtx) }()
 	n.log.Info("node started",
 		slog.String("http", "http://"+n.HTTPAddr()),
 		slog.String("grpc", n.GRPCAddr()),
@@ -233,6 +253,10 @@ func (n *Node) Close() error {
 		n.push.Close()
 		n.push = nil
 	}
+	if n.repSend != nil {
+		n.repSend.Close()
+		n.repSend = nil
+	}
 	if n.comm != nil {
 		n.comm.drain(5 * time.Second)
 	}
@@ -248,6 +272,10 @@ func (n *Node) Close() error {
 	if n.clu != nil {
 		errs = append(errs, n.clu.Close())
 		n.clu = nil
+	}
+	if n.rep != nil {
+		errs = append(errs, n.rep.Close())
+		n.rep = nil
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())

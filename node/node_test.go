@@ -193,6 +193,20 @@ func TestRetentionDeletesAndRecords(t *testing.T) {
 	old := write(time.Now().AddDate(0, 0, -8))
 	recent := write(time.Now().AddDate(0, 0, -6))
 
+	// A legal hold over the old footage keeps it past retention…
+	hold, err := n.clu.CreateHold(ctx, model.Hold{ID: "pv-1", Cameras: []model.CameraID{"cam-1"}, Start: old.Start, End: old.End,
+		CaseRef: "PV 2026/42", CreatedBy: "test", CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.applyRetention(ctx)
+	if _, err := n.store.Segment(old.ID); err != nil {
+		t.Fatalf("retention deleted footage under a legal hold: %v", err)
+	}
+	// …until it is released.
+	if _, err := n.clu.ReleaseHold(ctx, hold.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
 	n.applyRetention(ctx)
 
 	if _, err := n.store.Segment(old.ID); !errors.Is(err, model.ErrNotFound) {

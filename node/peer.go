@@ -16,6 +16,7 @@ import (
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/storage"
 )
 
 // The peer API is how nodes read each other's footage and health: any node answers any
@@ -60,8 +61,17 @@ func writePeerJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// openLocal opens a segment this node holds: its own, or a hot replica of another owner's.
+func (n *Node) openLocal(id model.SegmentID) (*storage.SegmentReader, error) {
+	rd, err := n.store.OpenReader(id)
+	if errors.Is(err, model.ErrNotFound) && n.rep != nil {
+		return n.rep.Store().OpenReader(id)
+	}
+	return rd, err
+}
+
 func (n *Node) servePeerIndex(w http.ResponseWriter, r *http.Request) {
-	rd, err := n.store.OpenReader(model.SegmentID(r.PathValue("id")))
+	rd, err := n.openLocal(model.SegmentID(r.PathValue("id")))
 	if err != nil {
 		writePeerError(w, err)
 		return
@@ -77,7 +87,7 @@ func (n *Node) servePeerFragment(w http.ResponseWriter, r *http.Request) {
 		writePeerError(w, model.Invalid("offset", "offset and size must be whole numbers"))
 		return
 	}
-	rd, err := n.store.OpenReader(model.SegmentID(r.PathValue("id")))
+	rd, err := n.openLocal(model.SegmentID(r.PathValue("id")))
 	if err != nil {
 		writePeerError(w, err)
 		return
@@ -110,6 +120,13 @@ func (n *Node) servePeerOpenSegments(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writePeerError(w, err)
 		return
+	}
+	if n.rep != nil {
+		// Hot replicas of a dead owner's open segments: until they are adopted, this is
+		// how the timeline sees them.
+		if more, err := n.rep.Store().Segments(model.CameraID(r.PathValue("id")), from, to); err == nil {
+			segs = append(segs, more...)
+		}
 	}
 	open := segs[:0]
 	for _, s := range segs {

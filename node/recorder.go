@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/replica"
 	"github.com/vigie-vms/vigie/storage"
 )
 
@@ -27,11 +29,16 @@ type recorder struct {
 	maxAge   time.Duration
 	sealed   func(model.Segment) // receives every sealed segment (the committer)
 	log      *slog.Logger
+	// sender streams every fragment to the camera's hot replicas (nil: no replication);
+	// replicas names them for a new segment.
+	sender   *replica.Sender
+	replicas func() []model.NodeID
 
 	mu     sync.Mutex
 	init   []byte
 	codecs string
 	w      *storage.SegmentWriter
+	stream *replica.Stream // the open segment's replication, nil without replicas
 	closed bool
 }
 
@@ -77,11 +84,34 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 			return fmt.Errorf("camera %s: open segment: %w", r.camera, err)
 		}
 		r.w = w
+		r.openStream(f.Start)
 	}
 	if err := r.w.Append(f); err != nil {
 		return fmt.Errorf("camera %s: segment %s: %w", r.camera, r.w.ID(), err)
 	}
+	if r.stream != nil {
+		// A fragment counts as recorded once durable here and on the replicas; a replica
+		// that fails is caught up in the background and never stops the recording.
+		_ = r.stream.Append(context.Background(), f)
+	}
 	return nil
+}
+
+// openStream starts replicating the segment just opened to the camera's hot replicas.
+func (r *recorder) openStream(start time.Time) {
+	if r.sender == nil || r.replicas == nil {
+		return
+	}
+	nodes := r.replicas()
+	if len(nodes) == 0 {
+		return
+	}
+	st, err := r.sender.Open(context.Background(), r.camera, r.epoch, start, r.init, nodes)
+	if err != nil {
+		r.log.Error("replicate segment", slog.Any("err", err))
+		return
+	}
+	r.stream = st
 }
 
 // EndSession seals the open segment when the camera's session ends (ingest.SessionEnder).
@@ -116,6 +146,16 @@ func (r *recorder) sealLocked() {
 	}
 	w := r.w
 	r.w = nil
+	stream := r.stream
+	r.stream = nil
+	if stream != nil {
+		defer func() {
+			if err := stream.Seal(context.Background()); err != nil {
+				r.log.Warn("seal replica", slog.String("segment", string(w.ID())), slog.Any("err", err))
+			}
+			stream.Close()
+		}()
+	}
 	if w.Info().Fragments == 0 {
 		// Nothing was written: still seal so the store holds no open segment; an empty
 		// segment is not committed.

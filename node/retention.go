@@ -47,8 +47,14 @@ func (n *Node) applyRetention(ctx context.Context) {
 		n.log.Error("retention: list segments", slog.Any("err", err))
 		return
 	}
+	n.applyReplicaRetention()
 	for _, seg := range local {
 		if !seg.Sealed || !n.expired(seg) {
+			continue
+		}
+		if h, ok := n.clu.HeldAt(seg.Camera, seg.Start, seg.End, time.Now()); ok {
+			n.log.Debug("retention: segment kept under legal hold", slog.String("segment", string(seg.ID)),
+				slog.String("hold", string(h.ID)), slog.String("case", h.CaseRef))
 			continue
 		}
 		if err := n.clu.DeleteSegments(ctx, []model.SegmentID{seg.ID}, "retention"); err != nil {
@@ -62,4 +68,26 @@ func (n *Node) applyRetention(ctx context.Context) {
 		n.log.Info("retention deleted segment", slog.String("camera", string(seg.Camera)),
 			slog.String("segment", string(seg.ID)), slog.Time("end", seg.End))
 	}
+}
+
+// applyReplicaRetention drops the hot replicas this node holds past their camera's
+// retention (the owner deletes the footage itself; a replica never outlives it).
+func (n *Node) applyReplicaRetention() {
+	held, err := n.rep.Held()
+	if err != nil {
+		return
+	}
+	for _, h := range held {
+		if h.Segment.Sealed && n.expired(h.Segment) && !n.held(h.Segment) {
+			if err := n.rep.Drop(h.Segment.ID); err != nil {
+				n.log.Warn("retention: drop replica", slog.String("segment", string(h.Segment.ID)), slog.Any("err", err))
+			}
+		}
+	}
+}
+
+// held reports whether a legal hold protects any of the segment's footage now.
+func (n *Node) held(seg model.Segment) bool {
+	_, ok := n.clu.HeldAt(seg.Camera, seg.Start, seg.End, time.Now())
+	return ok
 }

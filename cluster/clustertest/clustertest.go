@@ -141,6 +141,7 @@ func (h *Cluster) Config(nd *Node) cluster.Config {
 	cfg.DeadNodeGrace = 200 * time.Millisecond
 	cfg.DeadServerGrace = 3 * time.Second
 	cfg.HandoverTimeout = 3 * time.Second
+	cfg.RepairGrace = time.Second
 	if h.opts.Configure != nil {
 		h.opts.Configure(nd.Index, &cfg)
 	}

@@ -185,11 +185,16 @@ func uniq(ks []uint64) []uint64 {
 type Hole struct{ After, Before uint64 }
 
 // Frames is how many frames are missing.
-func (h Hole) Frames() uint64 { return h.Before - h.After - 1 }
+func (h Hole) Frames() uint64 {
+	if h.Before <= h.After+1 {
+		return 0
+	}
+	return h.Before - h.After - 1
+}
 
-// Duration is the footage missing, at FPS.
+// Duration is the footage missing, at FPS (zero for no hole).
 func (h Hole) Duration() time.Duration {
-	return time.Duration(h.Before-h.After) * time.Second / FPS
+	return time.Duration(h.Frames()) * time.Second / FPS
 }
 
 // Coverage is what a sorted set of frame numbers says: its range, what is missing inside.

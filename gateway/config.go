@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"log/slog"
 	"net"
 	"net/http"
@@ -90,6 +91,10 @@ type Config struct {
 	Authorizer Authorizer
 	// Auditor records every call; nil logs each call with Logger.
 	Auditor Auditor
+
+	// GRPCServices register extra gRPC services on the gRPC listener (the node's shard
+	// transfer between nodes). They go through the same interceptors.
+	GRPCServices []func(grpc.ServiceRegistrar)
 
 	// Handlers are extra HTTP handlers served on the HTTP listener, by ServeMux pattern
 	// (the node adds "GET /metrics"). They do not go through authentication.

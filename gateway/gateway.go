@@ -64,6 +64,9 @@ func New(cfg Config) (*Gateway, error) {
 	vigiev1.RegisterCameraServiceServer(g.grpcSrv, &cameraService{g: g})
 	vigiev1.RegisterRecordingServiceServer(g.grpcSrv, &recordingService{g: g})
 	vigiev1.RegisterClusterServiceServer(g.grpcSrv, &clusterService{g: g})
+	for _, register := range cfg.GRPCServices {
+		register(g.grpcSrv)
+	}
 	return g, nil
 }
 

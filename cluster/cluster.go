@@ -237,8 +237,8 @@ func (c *Cluster) WaitLeader(ctx context.Context) error {
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 
 // Changes is signalled (coalesced, never blocking the state machine) after an applied
-// entry created, changed or deleted a camera or changed an assignment, and after a
-// snapshot restore. Reconcilers re-read the state when it fires.
+// entry created, changed or deleted a camera, changed an assignment or a repair mark (a
+// node's shards are now to be rebuilt, or no longer), and after a snapshot restore. Reconcilers re-read the state when it fires.
 func (c *Cluster) Changes() <-chan struct{} { return c.fsm.changes }
 
 // Status lists every node (see Members).

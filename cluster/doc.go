@@ -1,7 +1,7 @@
 // Package cluster is Vigie's replicated state: a hashicorp/raft node whose state machine
 // is stored in Pebble. It holds the tenants, cameras (passwords sealed with AES-256-GCM),
-// camera assignments with their fencing epochs, and the catalog of segments, outages and
-// deletions. Every node applies the same log and answers reads from its local store.
+// camera assignments with their fencing epochs, the catalog of segments, stripes, outages
+// and deletions, legal holds, node disk reports and repair marks. Every node applies the same log and answers reads from its local store.
 //
 // Concepts:
 //
@@ -40,6 +40,20 @@
 // only then does it become the owner (epoch + 1). Critical cameras get a Secondary that
 // records too. Footage recorded by a node cut off from the quorum is kept with
 // ReconcileSegment (Reconciled=true), never replacing current-epoch entries.
+//
+// Footage protection (api_stripes.go, protect.go, repair.go): the catalog records each
+// erasure-coded stripe (CommitStripe: k sealed data segments + m parity shards on k+m
+// distinct nodes), which stripe protects a segment (StripeOf), and which sealed segments
+// of a node are not protected yet (UnstripedSegments). Any node computes, from its store
+// and gossip view, the hot replica nodes of a camera (ReplicaNodes, a rendezvous hash:
+// another zone, never a full node) and where a new stripe's shards go (PlaceStripe,
+// weighted by free space). Nodes report their disk (ReportDisk); a full node gets no new
+// cameras, replicas or shards. When a node has been dead for RepairGrace, or is
+// decommissioned, the leader marks it; every node then derives the same repair plan
+// (RepairTasks: which shard each node rebuilds, most endangered stripes first) and
+// records each rebuilt shard with UpdateShard, a compare-and-set on the shard's node.
+// Legal holds (CreateHold, ReleaseHold, HeldAt) keep footage past retention:
+// DeleteStripe and DeleteSegments refuse held footage (model.ErrInUse naming the hold).
 //
 // Gossip is off when neither GossipAddr nor MemberTransport is set: the node is then a
 // cluster of its own (the embedded single-node default). Package clustertest runs

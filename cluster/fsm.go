@@ -171,7 +171,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		nApplied++
 		resps[i] = res
 		switch cmd.Op {
-		case opCreateCameras, opUpdateCamera, opDeleteCamera, opAssign, opSetAssignments, opConfirmRecording:
+		case opCreateCameras, opUpdateCamera, opDeleteCamera, opAssign, opSetAssignments, opConfirmRecording, opSetRepair:
 			touched = true
 		case opSetNodeState, opReportLoad, opReportDisk:
 			kicked = true

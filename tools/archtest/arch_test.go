@@ -50,6 +50,8 @@ var forbidden = map[string][]string{
 	"gateway":     {"node", "cluster", "storage", "loadtest", "tools"},
 	"node/ingest": {"node", "cluster", "storage", "gateway", "loadtest", "tools"},
 	"node":        {"loadtest", "tools"},
+	// The in-process cluster harness drives simulated cameras, like the tests it serves.
+	"node/clustertest": {"tools"},
 }
 
 func rel(path string) (string, bool) {

@@ -9,6 +9,7 @@ import (
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/protect"
 	"github.com/vigie-vms/vigie/node/replica"
 	"github.com/vigie-vms/vigie/storage"
 )
@@ -19,7 +20,8 @@ import (
 type recordings struct {
 	clu   *cluster.Cluster
 	store *storage.Store
-	rep   *replica.Receiver // hot replicas held here; nil in tests without them
+	rep   *replica.Receiver  // hot replicas held here; nil in tests without them
+	prot  *protect.Protector // reads of striped segments (degraded when a holder is down); nil in tests
 	self  model.NodeID
 	peer  *peerClient // nil: single node, no peers asked
 }
@@ -111,7 +113,20 @@ func (r *recordings) OpenSegment(ctx context.Context, seg model.Segment) (gatewa
 				return rd, nil
 			}
 		}
+		// The holder is down: rebuild the segment from any k shards of its stripe.
+		if r.prot != nil {
+			if rd, perr := r.prot.OpenSegment(ctx, seg); perr == nil {
+				return rd, nil
+			}
+		}
 		return nil, err
+	}
+	if r.prot != nil {
+		// A striped segment is read through its stripe: a corrupt block is rebuilt from
+		// the other shards transparently.
+		if _, striped, _ := r.clu.StripeOf(seg.ID); striped {
+			return r.prot.OpenSegment(ctx, seg)
+		}
 	}
 	rd, err := r.store.OpenReader(seg.ID)
 	if err != nil {
@@ -146,6 +161,12 @@ func (h clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool
 	if err != nil || a.Node == "" || a.Node == model.NodeID(h.n.cfg.NodeID) {
 		return model.CameraHealth{}, false
 	}
+	for _, m := range h.n.clu.Members() {
+		if m.ID == a.Node && (m.State == model.NodeDead || m.State == model.NodeDecommissioned) {
+			// Do not wait on a node known to be gone: the camera moves to a survivor soon.
+			return model.CameraHealth{Camera: id, State: model.CameraDown, LastError: "owner node " + string(a.Node) + " is " + m.State + "; the camera is being moved to another node"}, true
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	hl, err := h.n.peer.health(ctx, a.Node, id)
@@ -157,12 +178,22 @@ func (h clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool
 
 // peerAddr resolves a node to its HTTP address from the cluster's membership.
 func (n *Node) peerAddr(id model.NodeID) (string, error) {
-	for _, st := range n.clu.Status() {
+	for _, st := range n.clu.Members() {
 		if st.ID == id && st.HTTPAddr != "" {
 			return st.HTTPAddr, nil
 		}
 	}
 	return "", fmt.Errorf("node %s: no known HTTP address: %w", id, model.ErrNotFound)
+}
+
+// grpcPeerAddr resolves a node to its gRPC address (shard transfer).
+func (n *Node) grpcPeerAddr(id model.NodeID) (string, error) {
+	for _, st := range n.clu.Members() {
+		if st.ID == id && st.GRPCAddr != "" {
+			return st.GRPCAddr, nil
+		}
+	}
+	return "", fmt.Errorf("node %s: no known gRPC address: %w", id, model.ErrNotFound)
 }
 
 func (c clusterInfo) Drain(ctx context.Context, node model.NodeID) error {

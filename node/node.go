@@ -11,12 +11,17 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
 	"github.com/vigie-vms/vigie/node/ingest"
+	"github.com/vigie-vms/vigie/node/protect"
 	"github.com/vigie-vms/vigie/node/replica"
 	"github.com/vigie-vms/vigie/storage"
+	"github.com/vigie-vms/vigie/storage/transfer"
 )
 
 // version is reported by the cluster status; the binary sets it with SetVersion.
@@ -40,7 +45,11 @@ type Node struct {
 	// node's open segments to their replicas.
 	rep     *replica.Receiver
 	repSend *replica.Sender
-	comm    *committer
+	// prot stripes sealed segments across nodes, serves degraded reads, repairs and
+	// scrubs; conns are its gRPC connections to the other nodes.
+	prot  *protect.Protector
+	conns *protect.Conns
+	comm  *committer
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -176,6 +185,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.repSend, err = replica.NewSender(scfgRep); err != nil {
 		return fmt.Errorf("replication: %w", err)
 	}
+	n.conns = &protect.Conns{Resolve: n.grpcPeerAddr, Options: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}}
+	pcfg := protect.DefaultConfig()
+	pcfg.Self, pcfg.Store, pcfg.Catalog, pcfg.Clients = model.NodeID(n.cfg.NodeID), n.store, n.clu, n.conns.Client
+	pcfg.Logger = n.log.With(slog.String("component", "protect"))
+	if n.prot, err = protect.New(pcfg); err != nil {
+		return fmt.Errorf("protect: %w", err)
+	}
 	n.cams = newCameraManager(n)
 	gcfg := gateway.DefaultConfig()
 	gcfg.HTTPAddr = n.cfg.HTTPAddr
@@ -183,7 +199,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.Logger = n.log
 	gcfg.Catalog = n.clu
 	n.peer = newPeerClient(n.peerAddr)
-	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, rep: n.rep, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
+	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, rep: n.rep, prot: n.prot, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
+	gcfg.GRPCServices = append(gcfg.GRPCServices, transfer.NewServer(n.store, n.log.With(slog.String("component", "transfer"))).Register)
 	gcfg.Holds = n.clu
 	gcfg.Health = clusterHealth{n}
 	gcfg.Cluster = clusterInfo{n}
@@ -194,6 +211,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.gw.Start(runCtx); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+
+	n.prot.Start(runCtx)
 
 	if n.cfg.RTSPAddr != "" {
 		icfg := ingest.ServerConfig{
@@ -265,6 +284,14 @@ func (n *Node) Close() error {
 		n.cancel = nil
 	}
 	n.wg.Wait()
+	if n.prot != nil {
+		errs = append(errs, n.prot.Close())
+		n.prot = nil
+	}
+	if n.conns != nil {
+		errs = append(errs, n.conns.Close())
+		n.conns = nil
+	}
 	if n.gw != nil {
 		errs = append(errs, n.gw.Close())
 		n.gw = nil

@@ -16,7 +16,6 @@ import (
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
-	"github.com/vigie-vms/vigie/storage"
 )
 
 // The peer API is how nodes read each other's footage and health: any node answers any
@@ -61,17 +60,37 @@ func writePeerJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// openLocal opens a segment this node holds: its own, or a hot replica of another owner's.
-func (n *Node) openLocal(id model.SegmentID) (*storage.SegmentReader, error) {
+// localSegment is a segment this node can serve to peers.
+type localSegment interface {
+	Segment() model.Segment
+	Init() []byte
+	Fragments() []model.FragmentInfo
+	ReadFragment(fi model.FragmentInfo, dst []byte) ([]byte, error)
+	Close() error
+}
+
+// openLocal opens a segment this node holds: its own, a hot replica of another owner's,
+// or a data segment shipped here as a stripe's shard.
+func (n *Node) openLocal(ctx context.Context, id model.SegmentID) (localSegment, error) {
 	rd, err := n.store.OpenReader(id)
-	if errors.Is(err, model.ErrNotFound) && n.rep != nil {
-		return n.rep.Store().OpenReader(id)
+	if err == nil {
+		return rd, nil
 	}
-	return rd, err
+	if errors.Is(err, model.ErrNotFound) && n.rep != nil {
+		if rd, rerr := n.rep.Store().OpenReader(id); rerr == nil {
+			return rd, nil
+		}
+	}
+	if errors.Is(err, model.ErrNotFound) && n.prot != nil {
+		if seg, perr := n.prot.OpenLocal(ctx, id); perr == nil {
+			return seg, nil
+		}
+	}
+	return nil, err
 }
 
 func (n *Node) servePeerIndex(w http.ResponseWriter, r *http.Request) {
-	rd, err := n.openLocal(model.SegmentID(r.PathValue("id")))
+	rd, err := n.openLocal(r.Context(), model.SegmentID(r.PathValue("id")))
 	if err != nil {
 		writePeerError(w, err)
 		return
@@ -87,7 +106,7 @@ func (n *Node) servePeerFragment(w http.ResponseWriter, r *http.Request) {
 		writePeerError(w, model.Invalid("offset", "offset and size must be whole numbers"))
 		return
 	}
-	rd, err := n.openLocal(model.SegmentID(r.PathValue("id")))
+	rd, err := n.openLocal(r.Context(), model.SegmentID(r.PathValue("id")))
 	if err != nil {
 		writePeerError(w, err)
 		return

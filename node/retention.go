@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/storage"
 )
 
 // retentionDays is how long a camera's footage is kept: its own setting, capped by the
@@ -57,7 +59,17 @@ func (n *Node) applyRetention(ctx context.Context) {
 				slog.String("hold", string(h.ID)), slog.String("case", h.CaseRef))
 			continue
 		}
-		if err := n.clu.DeleteSegments(ctx, []model.SegmentID{seg.ID}, "retention"); err != nil {
+		if st, striped, err := n.clu.StripeOf(seg.ID); err == nil && striped {
+			// Striped footage goes stripe by stripe, once every segment of the stripe is
+			// past retention; the other nodes collect their shards as orphans.
+			if !n.stripeExpired(st) {
+				continue
+			}
+			if err := n.clu.DeleteStripe(ctx, st.ID, "retention"); err != nil && !errors.Is(err, model.ErrNotFound) {
+				n.log.Warn("retention: delete stripe", slog.String("stripe", string(st.ID)), slog.Any("err", err))
+				continue
+			}
+		} else if err := n.clu.DeleteSegments(ctx, []model.SegmentID{seg.ID}, "retention"); err != nil {
 			n.log.Error("retention: delete from catalog", slog.String("segment", string(seg.ID)), slog.Any("err", err))
 			continue
 		}
@@ -90,4 +102,27 @@ func (n *Node) applyReplicaRetention() {
 func (n *Node) held(seg model.Segment) bool {
 	_, ok := n.clu.HeldAt(seg.Camera, seg.Start, seg.End, time.Now())
 	return ok
+}
+
+// stripeExpired reports whether every data segment of a stripe is past its retention.
+func (n *Node) stripeExpired(st model.Stripe) bool {
+	for _, sh := range st.Shards {
+		if sh.Segment == "" {
+			continue
+		}
+		cam, start, _, err := storage.ParseSegmentID(sh.Segment)
+		if err != nil {
+			return false
+		}
+		segs, err := n.clu.Segments(cam, start, start.Add(time.Nanosecond))
+		if err != nil {
+			return false
+		}
+		for _, s := range segs {
+			if s.ID == sh.Segment && !n.expired(s) {
+				return false
+			}
+		}
+	}
+	return true
 }

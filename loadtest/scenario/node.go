@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -87,6 +88,9 @@ func freePorts(host string, n int) ([]string, error) {
 	}
 	return out, nil
 }
+
+// errConflict marks a 409 answer: the object already exists (a retried create).
+var errConflict = errors.New("already exists")
 
 // expand replaces the placeholders of Nodes.Args (see there).
 func expand(arg string, self *nodeProc, all []*nodeProc) string {
@@ -284,7 +288,11 @@ func (n *nodeProc) call(ctx context.Context, method, path string, in, out any) e
 		if len(s) > 300 {
 			s = s[:300] + "…"
 		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, s)
+		err := fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, s)
+		if resp.StatusCode == http.StatusConflict {
+			err = fmt.Errorf("%w (%w)", err, errConflict)
+		}
+		return err
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)

@@ -280,7 +280,8 @@ func (r *runner) register(ctx context.Context, tenantOf map[string]string) error
 	n := r.nodes[0]
 	for t := range r.sc.Cameras.Tenants {
 		id := fmt.Sprintf("t%02d", t+1)
-		if err := n.call(ctx, http.MethodPost, "/v1/tenants", map[string]any{"id": id, "name": "Load test " + id}, nil); err != nil {
+		// A create retried by the cluster (leader change during formation) answers 409.
+		if err := n.call(ctx, http.MethodPost, "/v1/tenants", map[string]any{"id": id, "name": "Load test " + id}, nil); err != nil && !errors.Is(err, errConflict) {
 			return fmt.Errorf("create tenant %s: %w", id, err)
 		}
 	}

@@ -34,8 +34,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/vigie-vms/vigie/cluster"
-	"github.com/vigie-vms/vigie/loadtest/simcam"
 	ctest "github.com/vigie-vms/vigie/cluster/clustertest"
+	"github.com/vigie-vms/vigie/loadtest/simcam"
 	"github.com/vigie-vms/vigie/model"
 	"github.com/vigie-vms/vigie/node"
 )

@@ -58,11 +58,12 @@ func failoverRun(t testing.TB, nodes, cams int) failoverResult {
 
 	time.Sleep(3 * time.Second) // footage before the kill
 
-	// The victim: the node owning the most cameras (the highest index on a tie).
+	// The victim: the node owning the most cameras; the leader on a tie (the worst case:
+	// an election comes before the failover), else the highest index.
 	owners := h.Owners(ld.Index)
-	victim := h.Node(0)
+	victim := ld
 	for _, nd := range h.Nodes() {
-		if counts[nd.ID] >= counts[victim.ID] {
+		if counts[nd.ID] > counts[victim.ID] || (counts[nd.ID] == counts[victim.ID] && victim != ld && nd.Index > victim.Index) {
 			victim = nd
 		}
 	}

@@ -132,9 +132,13 @@ const MaxMetaSize = memberlist.MetaMaxSize
 func DefaultConfig() Config {
 	return Config{
 		RaftAddr:           "127.0.0.1:7000",
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
+		// Twice hashicorp/raft's defaults: on a loaded 2-core machine (3 nodes, 200
+		// cameras and the fleet, loadtest/scenarios/failover.yaml) 1 s / 500 ms lost the
+		// leader lease to CPU starvation 8 times in 5 minutes. Camera failover does not wait
+		// on these (memberlist declares nodes dead); only a leader's own death does.
+		HeartbeatTimeout:   2000 * time.Millisecond,
+		ElectionTimeout:    2000 * time.Millisecond,
+		LeaderLeaseTimeout: 1000 * time.Millisecond,
 		CommitTimeout:      50 * time.Millisecond,
 		ApplyTimeout:       10 * time.Second,
 		SnapshotInterval:   120 * time.Second,

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -129,6 +130,12 @@ func (r *recordings) OpenSegment(ctx context.Context, seg model.Segment) (gatewa
 		}
 	}
 	rd, err := r.store.OpenReader(seg.ID)
+	if errors.Is(err, model.ErrNotFound) && r.rep != nil {
+		// A dead owner's segment this node adopted from its hot replica.
+		if rrd, rerr := r.rep.Store().OpenReader(seg.ID); rerr == nil {
+			return rrd, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("segment %s on node %s: %w", seg.ID, seg.Node, err)
 	}
@@ -178,6 +185,9 @@ func (h clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool
 
 // peerAddr resolves a node to its HTTP address from the cluster's membership.
 func (n *Node) peerAddr(id model.NodeID) (string, error) {
+	if n.clu == nil {
+		return "", fmt.Errorf("node %s: the cluster is closed: %w", id, model.ErrNotFound)
+	}
 	for _, st := range n.clu.Members() {
 		if st.ID == id && st.HTTPAddr != "" {
 			return st.HTTPAddr, nil
@@ -188,6 +198,9 @@ func (n *Node) peerAddr(id model.NodeID) (string, error) {
 
 // grpcPeerAddr resolves a node to its gRPC address (shard transfer).
 func (n *Node) grpcPeerAddr(id model.NodeID) (string, error) {
+	if n.clu == nil {
+		return "", fmt.Errorf("node %s: the cluster is closed: %w", id, model.ErrNotFound)
+	}
 	for _, st := range n.clu.Members() {
 		if st.ID == id && st.GRPCAddr != "" {
 			return st.GRPCAddr, nil

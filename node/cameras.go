@@ -113,6 +113,7 @@ func (m *cameraManager) sync(ctx context.Context) {
 				run.rec.setEpoch(a.Epoch)
 			}
 			run.assignment = roles[id]
+			run.rec.setIDOffset(idOffset(roles[id], self))
 			continue
 		}
 		m.stopLocked(run)
@@ -128,7 +129,22 @@ func (m *cameraManager) sync(ctx context.Context) {
 			continue
 		}
 		run.assignment = roles[id]
+		run.rec.setIDOffset(idOffset(roles[id], self))
 		m.running[id] = run
+	}
+}
+
+// idOffset is how far back a recorder moves its segments' start so that two nodes
+// recording the same camera under the same epoch never build the same segment id (see
+// recorder.idOffset): none for the owner, 1 ns for the secondary, 2 ns for the next owner.
+func idOffset(a model.Assignment, self model.NodeID) time.Duration {
+	switch self {
+	case a.Node:
+		return 0
+	case a.Secondary:
+		return time.Nanosecond
+	default:
+		return 2 * time.Nanosecond
 	}
 }
 

@@ -53,6 +53,9 @@ type Node struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// stopCams ends the camera manager's loop; camsDone is closed when it has returned.
+	stopCams context.CancelFunc
+	camsDone chan struct{}
 }
 
 // New checks the configuration and prepares a node; Start runs it.
@@ -230,7 +233,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	n.wg.Add(3)
-	go func() { defer n.wg.Done(); n.cams.run(runCtx) }()
+	camsCtx, stopCams := context.WithCancel(runCtx)
+	n.camsDone = make(chan struct{})
+	n.stopCams = stopCams
+	go func() { defer n.wg.Done(); defer close(n.camsDone); n.cams.run(camsCtx) }()
 	go func() { defer n.wg.Done(); n.runRetention(runCtx) }()
 	go func() { defer n.wg.Done(); n.runReplicaUpkeep(runCtx) }()
 	n.log.Info("node started",
@@ -265,6 +271,13 @@ func (n *Node) Cluster() *cluster.Cluster { return n.clu }
 // server, the gateway, the cluster and last the store. It is safe to call more than once.
 func (n *Node) Close() error {
 	var errs []error
+	// The camera manager's loop stops first, so no resync restarts a recorder that
+	// stopAll has just stopped.
+	if n.stopCams != nil {
+		n.stopCams()
+		<-n.camsDone
+		n.stopCams = nil
+	}
 	if n.cams != nil {
 		n.cams.stopAll()
 	}

@@ -40,6 +40,19 @@ type recorder struct {
 	w      *storage.SegmentWriter
 	stream *replica.Stream // the open segment's replication, nil without replicas
 	closed bool
+	// idOffset moves the start this recorder gives its segments back by a few
+	// nanoseconds when it is not the camera's owner: a critical camera's secondary, or
+	// the incoming owner of a handover, records the same camera under the same epoch and
+	// often opens a segment at the same keyframe; segment ids are built from (camera,
+	// start, epoch), so without it the two recordings would share an id.
+	idOffset time.Duration
+}
+
+// setIDOffset sets idOffset (see there) for the segments opened from now on.
+func (r *recorder) setIDOffset(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.idOffset = d
 }
 
 var errRecorderClosed = errors.New("recorder closed")
@@ -79,7 +92,7 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 		}
 	}
 	if r.w == nil {
-		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start)
+		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start.Add(-r.idOffset))
 		if err != nil {
 			return fmt.Errorf("camera %s: open segment: %w", r.camera, err)
 		}
@@ -106,7 +119,7 @@ func (r *recorder) openStream(start time.Time) {
 	if len(nodes) == 0 {
 		return
 	}
-	st, err := r.sender.Open(context.Background(), r.camera, r.epoch, start, r.init, nodes)
+	st, err := r.sender.Open(context.Background(), r.camera, r.epoch, start.Add(-r.idOffset), r.init, nodes)
 	if err != nil {
 		r.log.Error("replicate segment", slog.Any("err", err))
 		return

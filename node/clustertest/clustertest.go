@@ -95,10 +95,13 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		h.opts.SegmentMaxAge = 10 * time.Second
 	}
 	h.logW = &testWriter{t: t}
+	// The directory first: cleanups run last-in first-out, so the nodes close before it
+	// is removed.
+	base := t.TempDir()
 	t.Cleanup(h.Close)
 	for i := 0; i < n; i++ {
 		nd := &Node{Index: i, ID: fmt.Sprintf("n%d", i+1), h: h}
-		nd.Dir = filepath.Join(t.TempDir(), nd.ID)
+		nd.Dir = filepath.Join(base, nd.ID)
 		nd.HTTPAddr = freeAddr(t)
 		// Every gossip address is known before the first node starts: seeds name them all.
 		h.Net.NewTransport(nd.ID).Shutdown() //nolint:errcheck // reserves the address only

@@ -131,7 +131,7 @@ const MaxMetaSize = memberlist.MetaMaxSize
 // SecretKey have no sensible default and must be set.
 func DefaultConfig() Config {
 	return Config{
-		RaftAddr:           "127.0.0.1:7000",
+		RaftAddr: "127.0.0.1:7000",
 		// Twice hashicorp/raft's defaults: on a loaded 2-core machine (3 nodes, 200
 		// cameras and the fleet, loadtest/scenarios/failover.yaml) 1 s / 500 ms lost the
 		// leader lease to CPU starvation 8 times in 5 minutes. Camera failover does not wait

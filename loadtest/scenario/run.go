@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vigie-vms/vigie/loadtest/fleet"
+	"github.com/vigie-vms/vigie/loadtest/recbench"
 	"github.com/vigie-vms/vigie/loadtest/simcam"
 	"github.com/vigie-vms/vigie/loadtest/verify"
 )
@@ -172,8 +173,8 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
 	r := &runner{sc: sc, opt: opt, log: opt.Logger.With(slog.String("component", "runner")),
-		res: &Result{Scenario: sc, Vigie: opt.Vigie, Dir: opt.Dir, Started: time.Now(), Load: [2]string{loadAvg(), ""}}}
-	defer func() { r.res.Load[1] = loadAvg() }()
+		res: &Result{Scenario: sc, Vigie: opt.Vigie, Dir: opt.Dir, Started: time.Now(), Load: [2]string{recbench.LoadAvg(), ""}}}
+	defer func() { r.res.Load[1] = recbench.LoadAvg() }()
 	err := r.run(ctx)
 	return r.res, err
 }
@@ -397,7 +398,7 @@ func (r *runner) sample(ctx context.Context, now time.Time) {
 		wg.Go(func() {
 			s := NodeSample{Elapsed: elapsed, State: n.State()}
 			if pid := n.pid(); pid > 0 {
-				if ps, err := readProc(pid); err == nil {
+				if ps, err := recbench.ReadProc(pid); err == nil {
 					n.mu.Lock()
 					if !n.lastAt.IsZero() {
 						s.CPU = float64(ps.CPU-n.lastCPU) / float64(ps.At.Sub(n.lastAt))

@@ -100,16 +100,6 @@ func TestExpandPlaceholders(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	stat := []byte("1234 (vigie (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0 100 1000 200")
-	if n, err := parseStatCPU(stat); err != nil || n != 300 {
-		t.Errorf("parseStatCPU = %d, %v; want 300", n, err)
-	}
-	if kb := parseStatusKB([]byte("Name:\tvigie\nVmRSS:\t  5120 kB\n"), "VmRSS:"); kb != 5120 {
-		t.Errorf("VmRSS %d, want 5120", kb)
-	}
-}
-
 // A 10-second, 3-camera scenario against the real vigie binary, with one camera's
 // sessions dropped: every other camera must have every frame, and the dropped one's loss
 // must be explained by a timeline gap, not hidden.

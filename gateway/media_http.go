@@ -158,10 +158,23 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 	for si := 0; ; {
 		seg := p.segs[si]
 		newSeg(seg)
+		// When the next segment overlaps this one and goes on after it (a handover: the
+		// incoming owner started recording before the old one stopped), switch to it where
+		// it starts, on its first keyframe, rather than serving this one to its end and
+		// resuming the next at a later keyframe, which would skip the frames in between.
+		var switchAt time.Time
+		if si+1 < len(p.segs) {
+			if next := p.segs[si+1]; next.Start.Before(seg.End) && next.End.After(seg.End) && next.Start.After(covered) && next.CodecHash == codec {
+				switchAt = next.Start
+			}
+		}
 		needKey := true
 		for _, fi := range frags[from:] {
 			if !fi.Start.Before(end) {
 				return time.Time{}, nil
+			}
+			if !switchAt.IsZero() && !fi.End().Before(switchAt.Add(tolerance)) {
+				break // the rest is served from the next segment
 			}
 			if !covered.IsZero() && fi.Start.Before(covered.Add(-tolerance)) {
 				needKey = true

@@ -322,3 +322,28 @@ func TestMediaErrors(t *testing.T) {
 		t.Errorf("bad requests opened %d segments", rec.opened)
 	}
 }
+
+// TestStreamAcrossHandoverLosesNoFrame: in a planned move the incoming owner starts
+// recording (s1 from frame 100) before the old owner stops mid-GOP (s0 up to frame 130).
+// The stream must switch to s1 where it starts, not serve s0 to its end and resume s1 at
+// its next keyframe (frame 150), which would skip frames 130-149.
+func TestStreamAcrossHandoverLosesNoFrame(t *testing.T) {
+	c := loadClip(t)
+	cat := newFakeCatalog()
+	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
+	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	segs := buildSegments(t, c, "cam1", []segSpec{
+		{id: "old", from: 0, to: 130, start: t0},
+		{id: "new", from: 100, to: 250, start: t0.Add(100 * frameDur)},
+	})
+	segs[1].seg.Node, segs[1].seg.Epoch = "n2", 2
+	g := startGateway(t, cat, &fakeRecordings{segs: segs}, nil)
+	url := fmt.Sprintf("http://%s/media/v1/cameras/cam1/stream.mp4?start=%s&duration=10s",
+		g.HTTPAddr(), t0.Format(time.RFC3339Nano))
+	if out := run(t, needTool(t, "ffmpeg"), "-v", "error", "-i", url, "-f", "null", "-"); out != "" {
+		t.Errorf("ffmpeg decoding the stream reported errors:\n%s", out)
+	}
+	if frames, _ := probeFrames(t, url); frames != 250 {
+		t.Errorf("stream across the handover has %d frames, want all 250 of the clip", frames)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vigie-vms/vigie/cluster"
@@ -157,10 +158,28 @@ func (c clusterInfo) Status() []model.NodeStatus {
 }
 
 // clusterHealth answers the health of any camera: from this node when it records it, else
-// from the node that does.
-type clusterHealth struct{ n *Node }
+// from the node that does. Other nodes' answers are fetched whole (every camera a node
+// records, one request) and kept for healthCacheTTL, so listing the health of a thousand
+// cameras costs one request per node, not one per camera.
+type clusterHealth struct {
+	n     *Node
+	mu    sync.Mutex
+	cache map[model.NodeID]healthPage
+}
 
-func (h clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool) {
+type healthPage struct {
+	at  time.Time
+	err error
+	m   map[model.CameraID]model.CameraHealth
+}
+
+const healthCacheTTL = time.Second
+
+func newClusterHealth(n *Node) *clusterHealth {
+	return &clusterHealth{n: n, cache: map[model.NodeID]healthPage{}}
+}
+
+func (h *clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool) {
 	if hl, ok := h.n.cams.CameraHealth(id); ok {
 		return hl, true
 	}
@@ -174,13 +193,32 @@ func (h clusterHealth) CameraHealth(id model.CameraID) (model.CameraHealth, bool
 			return model.CameraHealth{Camera: id, State: model.CameraDown, LastError: "owner node " + string(a.Node) + " is " + m.State + "; the camera is being moved to another node"}, true
 		}
 	}
+	page := h.page(a.Node)
+	if page.err != nil {
+		return model.CameraHealth{Camera: id, State: model.CameraDown, LastError: "owner node " + string(a.Node) + " did not answer: " + page.err.Error()}, true
+	}
+	if hl, ok := page.m[id]; ok {
+		return hl, true
+	}
+	return model.CameraHealth{Camera: id, State: model.CameraConnecting, LastError: "owner node " + string(a.Node) + " is starting to record it"}, true
+}
+
+// page returns a node's health page, fetching it when older than healthCacheTTL.
+func (h *clusterHealth) page(node model.NodeID) healthPage {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p, ok := h.cache[node]; ok && time.Since(p.at) < healthCacheTTL {
+		return p
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	hl, err := h.n.peer.health(ctx, a.Node, id)
-	if err != nil {
-		return model.CameraHealth{Camera: id, State: model.CameraDown, LastError: "owner node " + string(a.Node) + " did not answer: " + err.Error()}, true
+	hs, err := h.n.peer.allHealth(ctx, node)
+	p := healthPage{at: time.Now(), err: err, m: make(map[model.CameraID]model.CameraHealth, len(hs))}
+	for _, hl := range hs {
+		p.m[hl.Camera] = hl
 	}
-	return hl, true
+	h.cache[node] = p
+	return p
 }
 
 // peerAddr resolves a node to its HTTP address from the cluster's membership.

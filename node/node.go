@@ -205,7 +205,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, rep: n.rep, prot: n.prot, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
 	gcfg.GRPCServices = append(gcfg.GRPCServices, transfer.NewServer(n.store, n.log.With(slog.String("component", "transfer"))).Register)
 	gcfg.Holds = n.clu
-	gcfg.Health = clusterHealth{n}
+	gcfg.Health = newClusterHealth(n)
 	gcfg.Cluster = clusterInfo{n}
 	configureGateway(&gcfg, n)
 	if n.gw, err = gateway.New(gcfg); err != nil {

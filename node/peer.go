@@ -38,6 +38,7 @@ func (n *Node) peerHandlers() map[string]http.Handler {
 		"GET " + peerPrefix + "/segments/{id}/fragment":     http.HandlerFunc(n.servePeerFragment),
 		"GET " + peerPrefix + "/cameras/{id}/open-segments": http.HandlerFunc(n.servePeerOpenSegments),
 		"GET " + peerPrefix + "/cameras/{id}/health":        http.HandlerFunc(n.servePeerHealth),
+		"GET " + peerPrefix + "/health":                     http.HandlerFunc(n.servePeerAllHealth),
 		"POST " + peerPrefix + "/cluster/apply":             http.HandlerFunc(n.serveForwarded),
 	}
 }
@@ -165,6 +166,10 @@ func (n *Node) servePeerHealth(w http.ResponseWriter, r *http.Request) {
 	writePeerJSON(w, h)
 }
 
+func (n *Node) servePeerAllHealth(w http.ResponseWriter, r *http.Request) {
+	writePeerJSON(w, n.cams.healthSnapshot())
+}
+
 // peerClient calls other nodes' peer API.
 type peerClient struct {
 	http *http.Client
@@ -272,6 +277,13 @@ func (p *peerClient) health(ctx context.Context, node model.NodeID, camera model
 	var h model.CameraHealth
 	err := p.getJSON(ctx, node, "/cameras/"+url.PathEscape(string(camera))+"/health", nil, &h)
 	return h, err
+}
+
+// allHealth asks a node for the health of every camera it records.
+func (p *peerClient) allHealth(ctx context.Context, node model.NodeID) ([]model.CameraHealth, error) {
+	var hs []model.CameraHealth
+	err := p.getJSON(ctx, node, "/health", nil, &hs)
+	return hs, err
 }
 
 // concretePort replaces port 0 in addr by a port free right now.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/protect"
 )
 
 // Config is everything a node needs to run. Its zero values are not meaningful: start from
@@ -76,6 +77,8 @@ type Inject struct {
 	SecretKey []byte
 	// Cluster adjusts the cluster configuration (short timeouts in tests).
 	Cluster func(*cluster.Config)
+	// Protect adjusts the striping, repair and scrub settings (short intervals in tests).
+	Protect func(*protect.Config)
 }
 
 // DefaultConfig is the embedded default: one node, everything on 127.0.0.1.

@@ -8,6 +8,7 @@ import (
 	"net/http/pprof"
 
 	"github.com/vigie-vms/vigie/gateway"
+	"github.com/vigie-vms/vigie/node/protect"
 
 	"github.com/vigie-vms/vigie/model"
 )
@@ -67,7 +68,7 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 // Prometheus metrics of this node (Go runtime, process, camera health).
 func configureGateway(cfg *gateway.Config, n *Node) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams), newProtectCollector(n))
 	cfg.Handlers = n.peerHandlers()
 	for pattern, h := range n.rep.Handlers() {
 		cfg.Handlers[pattern] = h
@@ -81,4 +82,50 @@ func configureGateway(cfg *gateway.Config, n *Node) {
 		cfg.Handlers["/debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
 	}
 	cfg.Version = version
+}
+
+// ProtectStats are the node's erasure-coding counters (stripes made, degraded reads,
+// repairs, scrub findings).
+func (n *Node) ProtectStats() protect.Stats {
+	if n.prot == nil {
+		return protect.Stats{}
+	}
+	return n.prot.Stats()
+}
+
+// protectCollector exports ProtectStats as Prometheus counters, read at scrape time.
+type protectCollector struct {
+	n     *Node
+	descs map[string]*prometheus.Desc
+}
+
+func newProtectCollector(n *Node) *protectCollector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc("vigie_"+name, help, nil, nil) }
+	return &protectCollector{n: n, descs: map[string]*prometheus.Desc{
+		"stripes":   d("stripes_made_total", "Stripes this node made and committed."),
+		"shipped":   d("eastwest_stripe_bytes_total", "Bytes sent to other nodes to build stripes."),
+		"degraded":  d("degraded_reads_total", "Segment reads that needed a reconstruction."),
+		"repairs":   d("repairs_total", "Shards rebuilt by this node."),
+		"repairB":   d("repair_bytes_total", "Bytes rebuilt by this node."),
+		"findings":  d("scrub_findings_total", "Corrupt or missing blocks found by the scrubber."),
+		"repaired":  d("scrub_repaired_total", "Scrub findings repaired."),
+		"replicaKO": d("replica_failures_total", "Fragments a hot replica did not acknowledge."),
+	}}
+}
+
+func (c *protectCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *protectCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.n.ProtectStats()
+	for key, v := range map[string]int64{"stripes": st.StripesMade, "shipped": st.ShippedBytes, "degraded": st.DegradedReads,
+		"repairs": st.RepairsDone, "repairB": st.RepairBytes, "findings": st.ScrubFindings, "repaired": st.ScrubRepaired} {
+		ch <- prometheus.MustNewConstMetric(c.descs[key], prometheus.CounterValue, float64(v))
+	}
+	if c.n.repSend != nil {
+		ch <- prometheus.MustNewConstMetric(c.descs["replicaKO"], prometheus.CounterValue, float64(c.n.repSend.Metrics().Failures))
+	}
 }

@@ -192,6 +192,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	pcfg := protect.DefaultConfig()
 	pcfg.Self, pcfg.Store, pcfg.Catalog, pcfg.Clients = model.NodeID(n.cfg.NodeID), n.store, n.clu, n.conns.Client
 	pcfg.Logger = n.log.With(slog.String("component", "protect"))
+	if n.cfg.Inject.Protect != nil {
+		n.cfg.Inject.Protect(&pcfg)
+	}
 	if n.prot, err = protect.New(pcfg); err != nil {
 		return fmt.Errorf("protect: %w", err)
 	}

@@ -20,12 +20,12 @@ need-go:
 
 .PHONY: need-media-tools
 need-media-tools:
-	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then \
+	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing ffmpeg (the end-to-end tests publish and check video with it)…"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	    echo "installing ffmpeg and chromium (the end-to-end tests publish, check and play video with them)…"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium >/dev/null; \
 	  else \
-	    echo "note: ffmpeg/ffprobe not found: the end-to-end tests that need them will be skipped (install: sudo apt-get install ffmpeg)." >&2; \
+	    echo "note: ffmpeg/ffprobe/chromium not found: the end-to-end tests that need them will be skipped (install: sudo apt-get install ffmpeg chromium)." >&2; \
 	  fi; \
 	fi
 

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"context"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +114,46 @@ func TestSimcamPulled(t *testing.T) {
 			t.Errorf("stream holds %d frames, want at least %d (from the keyframe to T+4s, one fragment of slack)", c.Tags, want)
 		}
 	})
+
+	t.Run("chromium", func(t *testing.T) {
+		playsInChromium(t, streamURL(n.base(), cam, rec.Start, 5*time.Second), dir)
+	})
+}
+
+// playsInChromium loads a page with a <video> of url in headless Chromium and checks that
+// the browser plays it: more than a second of playback and the picture size known, with no
+// media error.
+func playsInChromium(t *testing.T, url, dir string) {
+	t.Helper()
+	needTools(t, "chromium")
+	page := filepath.Join(dir, "play.html")
+	html := `<html><body><video id="v" muted autoplay playsinline src="` + url + `"></video><div id="out">pending</div>
+<script>
+const v = document.getElementById('v'), out = document.getElementById('out');
+v.addEventListener('error', () => { out.textContent = 'error ' + (v.error ? v.error.code + ' ' + v.error.message : ''); });
+v.addEventListener('timeupdate', () => { if (v.currentTime > 1 && !out.textContent.startsWith('error')) out.textContent = 'playing ' + v.videoWidth + 'x' + v.videoHeight; });
+</script></body></html>`
+	if err := os.WriteFile(page, []byte(html), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The flags keep Chromium off the network (this machine has none) and let the video
+	// start without a user gesture; the virtual time budget lets the page run 8 s.
+	dom, err := run(ctx, t, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+filepath.Join(dir, "chromium-profile"), "--autoplay-policy=no-user-gesture-required",
+		"--virtual-time-budget=8000", "--dump-dom", "file://"+page)
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	i := strings.Index(dom, `<div id="out">`)
+	if i < 0 {
+		t.Fatalf("chromium's page has no result:\n%s", tail(dom, 20))
+	}
+	got := dom[i+len(`<div id="out">`):]
+	got = got[:strings.Index(got, "<")]
+	if got != "playing 640x360" {
+		t.Errorf("in Chromium the stream %s gave %q, want \"playing 640x360\"", url, got)
+	}
 }

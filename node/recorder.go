@@ -40,6 +40,8 @@ type recorder struct {
 	w      *storage.SegmentWriter
 	stream *replica.Stream // the open segment's replication, nil without replicas
 	closed bool
+	// nextEpoch, when not 0, is the epoch the next segment is recorded under (setEpoch).
+	nextEpoch uint64
 	// idOffset moves the start this recorder gives its segments back by a few
 	// nanoseconds when it is not the camera's owner: a critical camera's secondary, or
 	// the incoming owner of a handover, records the same camera under the same epoch and
@@ -87,9 +89,12 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 	if r.w != nil {
 		info := r.w.Info()
 		full := info.Bytes+int64(len(f.Data)) > r.maxBytes || f.Start.Sub(info.Start) >= r.maxAge
-		if (full && f.Keyframe) || info.Bytes > 4*r.maxBytes {
+		if ((full || r.nextEpoch != 0) && f.Keyframe) || info.Bytes > 4*r.maxBytes {
 			r.sealLocked()
 		}
+	}
+	if r.w == nil && r.nextEpoch != 0 {
+		r.epoch, r.nextEpoch = r.nextEpoch, 0
 	}
 	if r.w == nil {
 		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start.Add(-r.idOffset))
@@ -135,14 +140,18 @@ func (r *recorder) EndSession() {
 	r.sealLocked()
 }
 
-// setEpoch seals the open segment (a segment has one epoch) and records the next ones
-// under the camera's new epoch, without interrupting the ingest: a handover completes
-// with no frame lost.
+// setEpoch records the next segments under the camera's new epoch (a segment has one
+// epoch), without interrupting the ingest: the open segment is sealed at the next
+// keyframe, so the new one starts with a keyframe like every segment, and a handover
+// completes with no frame lost.
 func (r *recorder) setEpoch(epoch uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.sealLocked()
-	r.epoch = epoch
+	if r.w == nil {
+		r.epoch = epoch
+		return
+	}
+	r.nextEpoch = epoch
 }
 
 // close seals the open segment; the recorder accepts nothing afterwards.

@@ -84,3 +84,35 @@ func TestRecorderSealsAtKeyframesBySizeAgeAndInit(t *testing.T) {
 		t.Errorf("segments hold %d fragments, want all 17", total)
 	}
 }
+
+// TestRecorderChangesEpochAtAKeyframe: a new epoch (the camera was handed over to this
+// node) applies from the next keyframe, so the segment under the new epoch starts with a
+// keyframe and no fragment is lost.
+func TestRecorderChangesEpochAtAKeyframe(t *testing.T) {
+	store := openTestStore(t)
+	var sealed []model.Segment
+	r := &recorder{camera: "cam-1", epoch: 1, store: store, maxBytes: 1 << 20, maxAge: time.Hour,
+		sealed: func(s model.Segment) { sealed = append(sealed, s) }, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	if err := r.WriteInit([]byte("init"), "H264"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8; i++ {
+		if i == 4 {
+			r.setEpoch(2) // between keyframes 3 and 6
+		}
+		f := model.Fragment{Start: base.Add(time.Duration(i) * time.Second), Duration: time.Second, Keyframe: i%3 == 0, Data: make([]byte, 100)}
+		if err := r.WriteFragment(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.close()
+	if len(sealed) != 2 {
+		t.Fatalf("sealed %d segments, want 2: %+v", len(sealed), sealed)
+	}
+	if sealed[0].Epoch != 1 || sealed[0].Fragments != 6 || sealed[1].Epoch != 2 || sealed[1].Fragments != 2 ||
+		!sealed[1].Start.Equal(base.Add(6*time.Second)) {
+		t.Errorf("segments: epoch %d with %d fragments, then epoch %d with %d from %s; want epoch 1 with 6, then epoch 2 with 2 from the keyframe at 6 s",
+			sealed[0].Epoch, sealed[0].Fragments, sealed[1].Epoch, sealed[1].Fragments, sealed[1].Start.Sub(base))
+	}
+}

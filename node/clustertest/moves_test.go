@@ -330,7 +330,6 @@ func sortedCopy(ks []uint64) []uint64 {
 	return s
 }
 
-
 // segList describes each segment of f: node, epoch, reconciled, frame range.
 func segList(f Footage) string {
 	var b strings.Builder

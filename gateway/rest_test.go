@@ -69,7 +69,7 @@ func TestRESTRoundTrip(t *testing.T) {
 	rec := &fakeRecordings{
 		segs: []*fakeSegment{
 			{seg: model.Segment{ID: "a", Camera: "cam-1", Start: now.Add(-2 * time.Hour), End: now.Add(-time.Hour), Bytes: 3600, Sealed: true}},
-			{seg: model.Segment{ID: "b", Camera: "cam-1", Start: now.Add(-time.Hour + time.Second), End: now.Add(-30 * time.Minute), Bytes: 1800, Sealed: true}},
+			{seg: model.Segment{ID: "b", Camera: "cam-1", Start: now.Add(-time.Hour + 100*time.Millisecond), End: now.Add(-30 * time.Minute), Bytes: 1800, Sealed: true}},
 		},
 		outages: []model.Outage{{Camera: "cam-1", Start: now.Add(-30 * time.Minute), End: now.Add(-20 * time.Minute), Cause: model.GapCameraUnreachable, Detail: "connection refused"}},
 	}

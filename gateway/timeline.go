@@ -8,9 +8,16 @@ import (
 )
 
 // SpanMergeGap is the largest hole between two pieces of footage that still counts as one
-// span: fragments are about 1 s long, so a hole shorter than this is jitter at a segment
-// boundary, not a gap an operator should see.
-const SpanMergeGap = 1500 * time.Millisecond
+// span. Within one recording session consecutive segments follow each other exactly (the
+// recorder times frames continuously), and two nodes' footage overlaps across a handover,
+// so a hole longer than a few frames is footage that is really missing — a camera that
+// reconnected, a node that failed over — and the operator must see it.
+const SpanMergeGap = 250 * time.Millisecond
+
+// LiveEdge is how far behind now the footage of a camera that is recording may end
+// without a gap being shown: the fragment being written (up to about 1 s, plus its
+// durable write) is not in the timeline yet.
+const LiveEdge = 2500 * time.Millisecond
 
 // DeletionRetention is the model.Deletion reason of segments removed by retention.
 const DeletionRetention = "retention"
@@ -111,16 +118,16 @@ func BuildTimeline(in TimelineInput) Timeline {
 		}
 		cursor = sp.End
 	}
-	if cursor.Before(end) {
+	if cursor.Before(end) && !(len(tl.Spans) > 0 && !in.Now.IsZero() && !end.Before(in.Now) && end.Sub(cursor) < LiveEdge) {
 		tl.Gaps = append(tl.Gaps, explainGap(in, end, cursor, end, nil)...)
 	}
 	tl.Gaps = dropJitter(tl.Gaps)
 	return tl
 }
 
-// dropJitter removes gaps of unknown cause shorter than SpanMergeGap: the fragment being
-// written at the live edge, the time between a camera's connection and its first
-// keyframe, a cut at a registration instant. They are not footage an operator misses.
+// dropJitter removes gaps of unknown cause (or before registration) shorter than
+// SpanMergeGap: a cut at a registration instant, rounding at segment edges. They are not
+// footage an operator misses.
 func dropJitter(gaps []Gap) []Gap {
 	out := gaps[:0]
 	for _, g := range gaps {

@@ -27,9 +27,9 @@ func TestBuildTimeline(t *testing.T) {
 			want: "gap 0-100 unknown",
 		},
 		{
-			name: "fragments closer than 1.5s are one span",
+			name: "pieces less than 250 ms apart are one span; a longer hole is a gap",
 			in: TimelineInput{Camera: cam, Start: at(0), End: at(100),
-				Segments: []model.Segment{seg(10, 20, 100), seg(21, 30, 90), seg(32, 40, 80)}},
+				Segments: []model.Segment{seg(10, 20, 100), seg(20.1, 30, 90), seg(32, 40, 80)}},
 			want: "span 10-30 190; span 32-40 80; gap 0-10 unknown; gap 30-32 unknown; gap 40-100 unknown",
 		},
 		{
@@ -42,10 +42,10 @@ func TestBuildTimeline(t *testing.T) {
 			want: "span 0-20 200; span 24-40 160; gap 20-24 node_failover camera moved from node n1 to node n2",
 		},
 		{
-			name: "live edge and first-keyframe latency are not gaps",
-			in: TimelineInput{Camera: cam, Start: at(0), End: at(100), Now: at(41),
-				Segments: []model.Segment{seg(0.4, 40, 400)}},
-			want: "span 0.4-40 400",
+			name: "the fragment being written at the live edge is not a gap",
+			in: TimelineInput{Camera: cam, Start: at(0), End: at(100), Now: at(41.5),
+				Segments: []model.Segment{seg(0, 40, 400)}},
+			want: "span 0-40 400",
 		},
 		{
 			name: "overlapping segments counted once",

@@ -75,6 +75,11 @@ type Config struct {
 	// GRPCAddr and HTTPAddr are the listen addresses (host:port; port 0 picks a free one).
 	GRPCAddr string
 	HTTPAddr string
+	// GRPCListener and HTTPListener, when set, are used instead of binding the addresses
+	// (the node binds them before the cluster starts, so it can announce the real ports).
+	// The gateway owns them once Start succeeds.
+	GRPCListener net.Listener
+	HTTPListener net.Listener
 
 	Catalog    Catalog
 	Recordings Recordings

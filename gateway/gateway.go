@@ -88,16 +88,19 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.started {
 		return errors.New("gateway: already started")
 	}
-	g.started = true
 
-	grpcLn, err := net.Listen("tcp", g.cfg.GRPCAddr)
-	if err != nil {
-		return fmt.Errorf("gateway: grpc_addr %s: %w", g.cfg.GRPCAddr, err)
+	grpcLn, httpLn := g.cfg.GRPCListener, g.cfg.HTTPListener
+	var err error
+	if grpcLn == nil {
+		if grpcLn, err = net.Listen("tcp", g.cfg.GRPCAddr); err != nil {
+			return fmt.Errorf("gateway: grpc_addr %s: %w", g.cfg.GRPCAddr, err)
+		}
 	}
-	httpLn, err := net.Listen("tcp", g.cfg.HTTPAddr)
-	if err != nil {
-		grpcLn.Close()
-		return fmt.Errorf("gateway: http_addr %s: %w", g.cfg.HTTPAddr, err)
+	if httpLn == nil {
+		if httpLn, err = net.Listen("tcp", g.cfg.HTTPAddr); err != nil {
+			grpcLn.Close()
+			return fmt.Errorf("gateway: http_addr %s: %w", g.cfg.HTTPAddr, err)
+		}
 	}
 	conn, err := grpc.NewClient("passthrough:///"+grpcLn.Addr().String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -158,6 +161,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.serveErr = make(chan error, 2)
 	go func() { g.serveErr <- g.grpcSrv.Serve(grpcLn) }()
 	go func() { g.serveErr <- g.httpSrv.Serve(httpLn) }()
+	g.started = true // only now: Close has something to stop
 	g.log.Info("gateway listening", slog.String("grpc", grpcLn.Addr().String()), slog.String("http", httpLn.Addr().String()))
 	return nil
 }

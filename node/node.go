@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -53,6 +54,8 @@ type Node struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// httpLn and grpcLn are the API listeners until the gateway takes them over.
+	httpLn, grpcLn net.Listener
 	// stopCams ends the camera manager's loop; camsDone is closed when it has returned.
 	stopCams context.CancelFunc
 	camsDone chan struct{}
@@ -98,14 +101,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	// Peers learn this node's addresses through gossip before its listeners are up, so a
-	// port 0 ("any free port") is chosen now.
-	if n.cfg.HTTPAddr, err = concretePort(n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("http_addr: %w", err)
+	// The API listeners are bound now, before the cluster starts: peers learn this node's
+	// addresses through gossip, so a port 0 ("any free port") must be the real one.
+	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http_addr %s: %w", n.cfg.HTTPAddr, err)
 	}
-	if n.cfg.GRPCAddr, err = concretePort(n.cfg.GRPCAddr); err != nil {
-		return fmt.Errorf("grpc_addr: %w", err)
+	n.cfg.HTTPAddr = n.httpLn.Addr().String()
+	if n.grpcLn, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("grpc_addr %s: %w", n.cfg.GRPCAddr, err)
 	}
+	n.cfg.GRPCAddr = n.grpcLn.Addr().String()
 
 	scfg := storage.DefaultConfig()
 	scfg.Dir = filepath.Join(n.cfg.DataDir, "segments")
@@ -200,8 +205,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.cams = newCameraManager(n)
 	gcfg := gateway.DefaultConfig()
-	gcfg.HTTPAddr = n.cfg.HTTPAddr
-	gcfg.GRPCAddr = n.cfg.GRPCAddr
+	gcfg.HTTPAddr, gcfg.HTTPListener = n.cfg.HTTPAddr, n.httpLn
+	gcfg.GRPCAddr, gcfg.GRPCListener = n.cfg.GRPCAddr, n.grpcLn
 	gcfg.Logger = n.log
 	gcfg.Catalog = n.clu
 	n.peer = newPeerClient(n.peerAddr)
@@ -217,6 +222,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.gw.Start(runCtx); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	n.httpLn, n.grpcLn = nil, nil // the gateway closes them now
 
 	n.prot.Start(runCtx)
 
@@ -312,6 +318,12 @@ func (n *Node) Close() error {
 		errs = append(errs, n.gw.Close())
 		n.gw = nil
 	}
+	for _, ln := range []net.Listener{n.httpLn, n.grpcLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	n.httpLn, n.grpcLn = nil, nil
 	if n.clu != nil {
 		errs = append(errs, n.clu.Close())
 		n.clu = nil

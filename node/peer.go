@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -284,20 +283,6 @@ func (p *peerClient) allHealth(ctx context.Context, node model.NodeID) ([]model.
 	var hs []model.CameraHealth
 	err := p.getJSON(ctx, node, "/health", nil, &hs)
 	return hs, err
-}
-
-// concretePort replaces port 0 in addr by a port free right now.
-func concretePort(addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port != "0" {
-		return addr, err
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // httpForwarder carries writes made on this node to the leader's internal endpoint.

@@ -124,9 +124,9 @@ func TestMiniScenario(t *testing.T) {
 	sc, err := Parse([]byte(`name: mini
 nodes: {count: 1, args: ["--no-sync"]}
 cameras: {count: 3}
-duration: 10s
-faults: [{at: 6s, action: drop, cameras: 1}]
-verify: {startup_grace: 3s, tail: 2s}
+duration: 14s
+faults: [{at: 10s, action: drop, cameras: 1}]
+verify: {startup_grace: 8s, tail: 2s}
 `))
 	if err != nil {
 		t.Fatal(err)

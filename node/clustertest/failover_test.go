@@ -76,6 +76,10 @@ func failoverRun(t testing.TB, nodes, cams int) failoverResult {
 	res.Victim, res.Cameras = victim.ID, len(victimCams)
 	wasLeader := victim.C().IsLeader()
 	killedAt := time.Now()
+	sentAtKill := map[string]uint64{}
+	for _, id := range victimCams {
+		sentAtKill[id] = sim.FramesSent(id)
+	}
 	h.Kill(victim.Index)
 
 	survivor := h.Node((victim.Index + 1) % nodes)
@@ -105,7 +109,8 @@ func failoverRun(t testing.TB, nodes, cams int) failoverResult {
 
 	time.Sleep(3 * time.Second) // footage after the failover
 	until := time.Now()
-	// Its footage is on its disk only (no erasure coding yet): restart it to read it.
+	// Its open segments were adopted by their hot replicas, or come back when it restarts:
+	// either way the footage before the kill must be readable.
 	h.Restart(victim.Index)
 	from := killedAt.Add(-6 * time.Second)
 	var gaps []time.Duration
@@ -118,7 +123,12 @@ func failoverRun(t testing.TB, nodes, cams int) failoverResult {
 		h.Eventually(30*time.Second, "camera "+id+": the killed node's footage back in the catalog and readable", func() bool {
 			var err error
 			f, err = h.Footage(ctx, id, from, until)
-			return err == nil && len(f.Unreadable()) == 0 && (!onVictim[id] || len(f.ByNode()[model.NodeID(victim.ID)]) > 0)
+			if err != nil || len(f.Unreadable()) > 0 {
+				return false
+			}
+			// The killed node's cameras: footage from before the kill must be back.
+			fr := f.Frames()
+			return len(fr) > 0 && (!onVictim[id] || fr[0] < sentAtKill[id])
 		})
 		frames := f.Frames()
 		// Only what lies inside the window: the first keyframe at or after `from` on.

@@ -36,7 +36,6 @@ func (n *Node) peerHandlers() map[string]http.Handler {
 		"GET " + peerPrefix + "/segments/{id}/index":        http.HandlerFunc(n.servePeerIndex),
 		"GET " + peerPrefix + "/segments/{id}/fragment":     http.HandlerFunc(n.servePeerFragment),
 		"GET " + peerPrefix + "/cameras/{id}/open-segments": http.HandlerFunc(n.servePeerOpenSegments),
-		"GET " + peerPrefix + "/cameras/{id}/health":        http.HandlerFunc(n.servePeerHealth),
 		"GET " + peerPrefix + "/health":                     http.HandlerFunc(n.servePeerAllHealth),
 		"POST " + peerPrefix + "/cluster/apply":             http.HandlerFunc(n.serveForwarded),
 	}
@@ -156,15 +155,6 @@ func (n *Node) servePeerOpenSegments(w http.ResponseWriter, r *http.Request) {
 	writePeerJSON(w, open)
 }
 
-func (n *Node) servePeerHealth(w http.ResponseWriter, r *http.Request) {
-	h, ok := n.cams.CameraHealth(model.CameraID(r.PathValue("id")))
-	if !ok {
-		writePeerError(w, fmt.Errorf("camera %s is not recorded by node %s: %w", r.PathValue("id"), n.cfg.NodeID, model.ErrNotFound))
-		return
-	}
-	writePeerJSON(w, h)
-}
-
 func (n *Node) servePeerAllHealth(w http.ResponseWriter, r *http.Request) {
 	writePeerJSON(w, n.cams.healthSnapshot())
 }
@@ -269,13 +259,6 @@ func (p *peerClient) openSegments(ctx context.Context, node model.NodeID, camera
 	q := url.Values{"start": {from.Format(time.RFC3339Nano)}, "end": {to.Format(time.RFC3339Nano)}}
 	err := p.getJSON(ctx, node, "/cameras/"+url.PathEscape(string(camera))+"/open-segments", q, &segs)
 	return segs, err
-}
-
-// health asks the node recording a camera for its health.
-func (p *peerClient) health(ctx context.Context, node model.NodeID, camera model.CameraID) (model.CameraHealth, error) {
-	var h model.CameraHealth
-	err := p.getJSON(ctx, node, "/cameras/"+url.PathEscape(string(camera))+"/health", nil, &h)
-	return h, err
 }
 
 // allHealth asks a node for the health of every camera it records.

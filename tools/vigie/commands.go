@@ -101,6 +101,6 @@ func splitFlags(args []string) (flags, positional []string) {
 }
 
 // boolFlags are the flags of vigie that take no value.
-var boolFlags = map[string]bool{"json": true, "no-sync": true, "quiet": true, "follow": true}
+var boolFlags = map[string]bool{"json": true, "no-sync": true, "quiet": true, "push": true, "pprof": true}
 
 func isBoolFlag(a string) bool { return boolFlags[strings.TrimLeft(a, "-")] }

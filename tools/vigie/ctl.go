@@ -250,7 +250,6 @@ func ctlCameraCreate(c *ctl, fs flagSet, args []string) error {
 	retention := fs.Int("retention-days", 0, "days of footage kept (default: the tenant's)")
 	name := fs.String("name", "", "display name")
 	location := fs.String("location", "", "where the camera is")
-	boolFlags["push"] = true
 	id, err := oneArg(fs, args, "camera id")
 	if err != nil {
 		return err

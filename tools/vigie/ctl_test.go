@@ -50,6 +50,14 @@ func TestCtlCameraCreateSendsTheCameraAndShowsAPIErrors(t *testing.T) {
 	if sent["id"] != "cam-1" || sent["tenant"] != "lyon" || sent["url"] != "rtsp://10.0.0.1/stream" || sent["password"] != "s3cret" {
 		t.Errorf("sent %v", sent)
 	}
+	// A value-less flag before the id must not swallow the id.
+	if err := runCtl([]string{"camera", "create", "--push", "cam-3", "--tenant", "lyon"}); err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal([]byte((*bodies)[1]), &sent)
+	if sent["id"] != "cam-3" || sent["ingest"] != "push" {
+		t.Errorf("camera create --push cam-3 sent %v", sent)
+	}
 	err := runCtl([]string{"camera", "create", "cam-2", "--tenant", "lyon", "--url", "http://x"})
 	if err == nil || !strings.Contains(err.Error(), "camera.url: must start with rtsp://") || !strings.Contains(err.Error(), "Bad Request") {
 		t.Errorf("API error shown as %v; want the API's message naming the field", err)

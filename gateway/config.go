@@ -89,6 +89,8 @@ type Config struct {
 	Holds Holds
 	// Cluster may be nil: the status then lists no node.
 	Cluster ClusterInfo
+	// Protection may be nil: the status then shows no repair, disk or counters.
+	Protection Protection
 
 	// Authenticator identifies callers; nil means every caller is LocalAdmin.
 	Authenticator Authenticator

@@ -41,6 +41,6 @@
 // # What it must not do
 //
 // The gateway imports only package model of Vigie: it declares the interfaces it consumes
-// (Catalog, Recordings, SegmentReader, Health, ClusterInfo) and the node passes the real
+// (Catalog, Recordings, SegmentReader, Health, ClusterInfo, Protection) and the node passes the real
 // implementations in. It holds no state of its own beyond its listeners.
 package gateway

@@ -323,3 +323,10 @@ func (f *fakeHolds) Holds(camera model.CameraID, includeReleased bool) ([]model.
 	}
 	return out, nil
 }
+
+// fakeProtection answers a fixed protection status.
+type fakeProtection ProtectionStatus
+
+func (f fakeProtection) ProtectionStatus(context.Context) ProtectionStatus {
+	return ProtectionStatus(f)
+}

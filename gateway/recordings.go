@@ -110,8 +110,20 @@ func (s *clusterService) GetStatus(ctx context.Context, req *vigiev1.GetStatusRe
 	if s.g.cfg.Cluster == nil {
 		return out, nil
 	}
+	var prot ProtectionStatus
+	if s.g.cfg.Protection != nil {
+		pctx, cancel := context.WithTimeout(ctx, protectionTimeout)
+		prot = s.g.cfg.Protection.ProtectionStatus(pctx)
+		cancel()
+		out.Repair = repairToPB(prot.Repair)
+	}
 	for _, n := range s.g.cfg.Cluster.Status() {
-		out.Nodes = append(out.Nodes, nodeToPB(n))
+		pn := nodeToPB(n)
+		d, ok := prot.Disks[n.ID]
+		pn.Disk = diskToPB(d, ok)
+		c, ok := prot.Counters[n.ID]
+		pn.Protection = countersToPB(c, ok)
+		out.Nodes = append(out.Nodes, pn)
 		out.Cameras += int32(n.Cameras)
 	}
 	return out, nil

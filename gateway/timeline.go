@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -145,13 +146,24 @@ type gapLabel struct {
 	detail     string
 }
 
-// failover labels a gap between footage recorded by two nodes under two epochs: the
-// camera changed owner there (its owner died, or the move was planned). Nil otherwise.
+// failover labels a gap between footage recorded under two epochs: the camera changed
+// owner there (its owner died, or the move was planned). Nil otherwise.
+//
+// The catalog records which node holds a segment's bytes, not which node recorded it: a
+// dead owner's last segment, adopted from its hot replica, is held by the replica node.
+// So the detail names the holders on each side and never claims which node failed; the
+// same holder on both sides (the replica node became the owner) is still a failover.
 func failover(before, after model.Segment, a, b time.Time) *gapLabel {
-	if before.Node == "" || after.Node == "" || before.Node == after.Node || before.Epoch == after.Epoch {
+	if before.Node == "" || after.Node == "" || before.Epoch == after.Epoch {
 		return nil
 	}
-	return &gapLabel{a, b, model.GapNodeFailover, "camera moved from node " + string(before.Node) + " to node " + string(after.Node)}
+	detail := fmt.Sprintf("camera changed owner (epoch %d to %d): footage before the gap is on node %s, after it on node %s",
+		before.Epoch, after.Epoch, before.Node, after.Node)
+	if before.Node == after.Node {
+		detail = fmt.Sprintf("camera changed owner (epoch %d to %d): node %s holds the footage on both sides",
+			before.Epoch, after.Epoch, after.Node)
+	}
+	return &gapLabel{a, b, model.GapNodeFailover, detail}
 }
 
 // explainGap splits [a, b) into gaps by cause; what no outage, deletion or registration

@@ -39,7 +39,27 @@ func TestBuildTimeline(t *testing.T) {
 					{Start: at(0), End: at(20), Bytes: 200, Node: "n1", Epoch: 1},
 					{Start: at(24), End: at(40), Bytes: 160, Node: "n2", Epoch: 2},
 				}},
-			want: "span 0-20 200; span 24-40 160; gap 20-24 node_failover camera moved from node n1 to node n2",
+			want: "span 0-20 200; span 24-40 160; gap 20-24 node_failover camera changed owner (epoch 1 to 2): footage before the gap is on node n1, after it on node n2",
+		},
+		{
+			// The dead owner's last segment was adopted from the hot replica on n2, which
+			// then took the camera: the catalog names n2 on both sides.
+			name: "a gap across an epoch change is a failover even when one node holds both sides",
+			in: TimelineInput{Camera: cam, Start: at(0), End: at(40),
+				Segments: []model.Segment{
+					{Start: at(0), End: at(20), Bytes: 200, Node: "n2", Epoch: 1},
+					{Start: at(24), End: at(40), Bytes: 160, Node: "n2", Epoch: 2},
+				}},
+			want: "span 0-20 200; span 24-40 160; gap 20-24 node_failover camera changed owner (epoch 1 to 2): node n2 holds the footage on both sides",
+		},
+		{
+			name: "a hole within one epoch is not a failover",
+			in: TimelineInput{Camera: cam, Start: at(0), End: at(40),
+				Segments: []model.Segment{
+					{Start: at(0), End: at(20), Bytes: 200, Node: "n1", Epoch: 1},
+					{Start: at(24), End: at(40), Bytes: 160, Node: "n1", Epoch: 1},
+				}},
+			want: "span 0-20 200; span 24-40 160; gap 20-24 unknown",
 		},
 		{
 			name: "the fragment being written at the live edge is not a gap",

@@ -51,6 +51,8 @@ type Node struct {
 	prot  *protect.Protector
 	conns *protect.Conns
 	comm  *committer
+	// repairMon samples the repair state for the cluster status and the metrics.
+	repairMon *repairMonitor
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -248,6 +250,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	go func() { defer n.wg.Done(); defer close(n.camsDone); n.cams.run(camsCtx) }()
 	go func() { defer n.wg.Done(); n.runRetention(runCtx) }()
 	go func() { defer n.wg.Done(); n.runReplicaUpkeep(runCtx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.repairMon.run(runCtx) }()
 	n.log.Info("node started",
 		slog.String("http", "http://"+n.HTTPAddr()),
 		slog.String("grpc", n.GRPCAddr()),

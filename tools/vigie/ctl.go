@@ -47,7 +47,7 @@ var ctlCommands = map[string]ctlCommand{
 	"camera health":     {"camera health [ID]", "health of one camera, or of all", ctlCameraHealth},
 	"timeline":          {"timeline CAMERA [--last 1h | --start T --end T]", "recorded spans and gaps with their cause", ctlTimeline},
 	"export":            {"export CAMERA --start T (--end T | --duration D) [-o FILE]", "download an MP4 of a range, with progress", ctlExport},
-	"cluster status":    {"cluster status", "nodes, roles, cameras per node and what is moving", ctlClusterStatus},
+	"cluster status":    {"cluster status", "nodes, roles, cameras, disks, scrub; what is moving and what is being repaired", ctlClusterStatus},
 	"node drain":        {"node drain ID", "move every camera off a node (make-before-break), before removing it", ctlNodeAction("drain")},
 	"node activate":     {"node activate ID", "let a drained node take cameras again", ctlNodeAction("activate")},
 	"node decommission": {"node decommission ID", "remove a drained node that records no camera from the cluster", ctlNodeAction("decommission")},
@@ -386,19 +386,11 @@ func ctlClusterStatus(c *ctl, fs flagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var st struct {
-		Nodes   []map[string]any `json:"nodes"`
-		Version string           `json:"version"`
-		Cameras float64          `json:"cameras"`
-	}
+	var st clusterStatus
 	if err := c.call("GET", "/v1/cluster/status", nil, &st); err != nil {
 		return done(err)
 	}
-	fmt.Fprintf(c.out, "version %s, %d cameras\n\n", st.Version, int(st.Cameras))
-	for _, n := range st.Nodes {
-		n["load"] = humanBits(num(n["load_bps"]))
-	}
-	printTable(c.out, st.Nodes, "id", "role", "state", "zone", "cameras", "load", "moving", "http_addr")
+	printClusterStatus(c.out, st, time.Now())
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -109,7 +111,10 @@ type ClusterStatus struct {
 	// version: the version of the node that answered.
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// cameras: the cameras recorded, summed over the nodes.
-	Cameras       int32 `protobuf:"varint,3,opt,name=cameras,proto3" json:"cameras,omitempty"`
+	Cameras int32 `protobuf:"varint,3,opt,name=cameras,proto3" json:"cameras,omitempty"`
+	// repair: the rebuilding of the shards lost on dead or decommissioned nodes, and how
+	// exposed the footage is meanwhile. Unset when the node that answered cannot tell.
+	Repair        *Repair `protobuf:"bytes,4,opt,name=repair,proto3" json:"repair,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +170,473 @@ func (x *ClusterStatus) GetCameras() int32 {
 	return 0
 }
 
+func (x *ClusterStatus) GetRepair() *Repair {
+	if x != nil {
+		return x.Repair
+	}
+	return nil
+}
+
+// Repair is the state of the rebuilding of lost shards. Every node derives it from the
+// same catalog; the rate and ETA are measured by the node that answered.
+type Repair struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// nodes: the nodes whose shards are being rebuilt elsewhere.
+	Nodes []*RepairNode `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// at_risk: the stripes that lost shards, by surviving shards, fewest spare first.
+	AtRisk []*StripesAtRisk `protobuf:"bytes,2,rep,name=at_risk,json=atRisk,proto3" json:"at_risk,omitempty"`
+	// unrecoverable: stripes with fewer than k surviving shards. Their footage is lost
+	// unless a node being repaired comes back.
+	Unrecoverable int32 `protobuf:"varint,3,opt,name=unrecoverable,proto3" json:"unrecoverable,omitempty"`
+	// stuck: stripes that cannot be repaired now (fewer than k live sources, or no node
+	// can take the shard); they are retried as nodes come back or join.
+	Stuck int32 `protobuf:"varint,4,opt,name=stuck,proto3" json:"stuck,omitempty"`
+	// pending_shards and pending_bytes: shards still to rebuild, and their size.
+	PendingShards int32 `protobuf:"varint,5,opt,name=pending_shards,json=pendingShards,proto3" json:"pending_shards,omitempty"`
+	PendingBytes  int64 `protobuf:"varint,6,opt,name=pending_bytes,json=pendingBytes,proto3" json:"pending_bytes,omitempty"`
+	// done_shards: shards rebuilt since the nodes were marked.
+	DoneShards int32 `protobuf:"varint,7,opt,name=done_shards,json=doneShards,proto3" json:"done_shards,omitempty"`
+	// bytes_per_second: how fast pending_bytes went down over the last minutes; 0 while no
+	// progress has been seen.
+	BytesPerSecond float64 `protobuf:"fixed64,8,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// eta: pending_bytes / bytes_per_second; unset while the rate is unknown.
+	Eta           *durationpb.Duration `protobuf:"bytes,9,opt,name=eta,proto3" json:"eta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Repair) Reset() {
+	*x = Repair{}
+	mi := &file_vigie_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Repair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Repair) ProtoMessage() {}
+
+func (x *Repair) ProtoReflect() protoreflect.Message {
+	mi := &file_vigie_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Repair.ProtoReflect.Descriptor instead.
+func (*Repair) Descriptor() ([]byte, []int) {
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Repair) GetNodes() []*RepairNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *Repair) GetAtRisk() []*StripesAtRisk {
+	if x != nil {
+		return x.AtRisk
+	}
+	return nil
+}
+
+func (x *Repair) GetUnrecoverable() int32 {
+	if x != nil {
+		return x.Unrecoverable
+	}
+	return 0
+}
+
+func (x *Repair) GetStuck() int32 {
+	if x != nil {
+		return x.Stuck
+	}
+	return 0
+}
+
+func (x *Repair) GetPendingShards() int32 {
+	if x != nil {
+		return x.PendingShards
+	}
+	return 0
+}
+
+func (x *Repair) GetPendingBytes() int64 {
+	if x != nil {
+		return x.PendingBytes
+	}
+	return 0
+}
+
+func (x *Repair) GetDoneShards() int32 {
+	if x != nil {
+		return x.DoneShards
+	}
+	return 0
+}
+
+func (x *Repair) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *Repair) GetEta() *durationpb.Duration {
+	if x != nil {
+		return x.Eta
+	}
+	return nil
+}
+
+// RepairNode is a node whose shards are being rebuilt elsewhere.
+type RepairNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason: dead (gone longer than the repair grace) or decommissioned.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// since: when the node was marked for repair.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// shards: shards it held when marked; left: still recorded on it; done: moved off.
+	Shards        int32 `protobuf:"varint,4,opt,name=shards,proto3" json:"shards,omitempty"`
+	Left          int32 `protobuf:"varint,5,opt,name=left,proto3" json:"left,omitempty"`
+	Done          int32 `protobuf:"varint,6,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairNode) Reset() {
+	*x = RepairNode{}
+	mi := &file_vigie_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairNode) ProtoMessage() {}
+
+func (x *RepairNode) ProtoReflect() protoreflect.Message {
+	mi := &file_vigie_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairNode.ProtoReflect.Descriptor instead.
+func (*RepairNode) Descriptor() ([]byte, []int) {
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RepairNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RepairNode) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RepairNode) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *RepairNode) GetShards() int32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *RepairNode) GetLeft() int32 {
+	if x != nil {
+		return x.Left
+	}
+	return 0
+}
+
+func (x *RepairNode) GetDone() int32 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+// StripesAtRisk counts the stripes that have survivors shards left.
+type StripesAtRisk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// survivors: shards of the stripe not on a node being repaired.
+	Survivors int32 `protobuf:"varint,1,opt,name=survivors,proto3" json:"survivors,omitempty"`
+	// spare: survivors - k, the shards the stripe can still lose without losing footage
+	// (negative: unrecoverable).
+	Spare         int32 `protobuf:"varint,2,opt,name=spare,proto3" json:"spare,omitempty"`
+	Stripes       int32 `protobuf:"varint,3,opt,name=stripes,proto3" json:"stripes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StripesAtRisk) Reset() {
+	*x = StripesAtRisk{}
+	mi := &file_vigie_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StripesAtRisk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StripesAtRisk) ProtoMessage() {}
+
+func (x *StripesAtRisk) ProtoReflect() protoreflect.Message {
+	mi := &file_vigie_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StripesAtRisk.ProtoReflect.Descriptor instead.
+func (*StripesAtRisk) Descriptor() ([]byte, []int) {
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StripesAtRisk) GetSurvivors() int32 {
+	if x != nil {
+		return x.Survivors
+	}
+	return 0
+}
+
+func (x *StripesAtRisk) GetSpare() int32 {
+	if x != nil {
+		return x.Spare
+	}
+	return 0
+}
+
+func (x *StripesAtRisk) GetStripes() int32 {
+	if x != nil {
+		return x.Stripes
+	}
+	return 0
+}
+
+// DiskUsage is a node's last disk report.
+type DiskUsage struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	FreeBytes  int64                  `protobuf:"varint,1,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	TotalBytes int64                  `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// full: the node is below its reserve and takes no new data (cameras, replicas,
+	// shards); what it holds stays.
+	Full          bool `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskUsage) Reset() {
+	*x = DiskUsage{}
+	mi := &file_vigie_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskUsage) ProtoMessage() {}
+
+func (x *DiskUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_vigie_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskUsage.ProtoReflect.Descriptor instead.
+func (*DiskUsage) Descriptor() ([]byte, []int) {
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DiskUsage) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *DiskUsage) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *DiskUsage) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+// ProtectionCounters are a node's erasure-coding counters since it started.
+type ProtectionCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stripes_made: stripes this node made and committed.
+	StripesMade int64 `protobuf:"varint,1,opt,name=stripes_made,json=stripesMade,proto3" json:"stripes_made,omitempty"`
+	// repairs_done, repairs_failed, repair_bytes: shards this node rebuilt.
+	RepairsDone   int64 `protobuf:"varint,2,opt,name=repairs_done,json=repairsDone,proto3" json:"repairs_done,omitempty"`
+	RepairsFailed int64 `protobuf:"varint,3,opt,name=repairs_failed,json=repairsFailed,proto3" json:"repairs_failed,omitempty"`
+	RepairBytes   int64 `protobuf:"varint,4,opt,name=repair_bytes,json=repairBytes,proto3" json:"repair_bytes,omitempty"`
+	// degraded_reads, degraded_bytes: segment reads that needed a reconstruction.
+	DegradedReads int64 `protobuf:"varint,5,opt,name=degraded_reads,json=degradedReads,proto3" json:"degraded_reads,omitempty"`
+	DegradedBytes int64 `protobuf:"varint,6,opt,name=degraded_bytes,json=degradedBytes,proto3" json:"degraded_bytes,omitempty"`
+	// shard_errors: shard reads that failed and were worked around.
+	ShardErrors int64 `protobuf:"varint,7,opt,name=shard_errors,json=shardErrors,proto3" json:"shard_errors,omitempty"`
+	// scrub_passes: complete scrub passes over the node's store; scrub_findings: blocks
+	// that failed their checksums (or were missing); scrub_repaired: findings rewritten
+	// from their stripe.
+	ScrubPasses   int64 `protobuf:"varint,8,opt,name=scrub_passes,json=scrubPasses,proto3" json:"scrub_passes,omitempty"`
+	ScrubFindings int64 `protobuf:"varint,9,opt,name=scrub_findings,json=scrubFindings,proto3" json:"scrub_findings,omitempty"`
+	ScrubRepaired int64 `protobuf:"varint,10,opt,name=scrub_repaired,json=scrubRepaired,proto3" json:"scrub_repaired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProtectionCounters) Reset() {
+	*x = ProtectionCounters{}
+	mi := &file_vigie_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProtectionCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProtectionCounters) ProtoMessage() {}
+
+func (x *ProtectionCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_vigie_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProtectionCounters.ProtoReflect.Descriptor instead.
+func (*ProtectionCounters) Descriptor() ([]byte, []int) {
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ProtectionCounters) GetStripesMade() int64 {
+	if x != nil {
+		return x.StripesMade
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetRepairsDone() int64 {
+	if x != nil {
+		return x.RepairsDone
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetRepairsFailed() int64 {
+	if x != nil {
+		return x.RepairsFailed
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetRepairBytes() int64 {
+	if x != nil {
+		return x.RepairBytes
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetDegradedReads() int64 {
+	if x != nil {
+		return x.DegradedReads
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetDegradedBytes() int64 {
+	if x != nil {
+		return x.DegradedBytes
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetShardErrors() int64 {
+	if x != nil {
+		return x.ShardErrors
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetScrubPasses() int64 {
+	if x != nil {
+		return x.ScrubPasses
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetScrubFindings() int64 {
+	if x != nil {
+		return x.ScrubFindings
+	}
+	return 0
+}
+
+func (x *ProtectionCounters) GetScrubRepaired() int64 {
+	if x != nil {
+		return x.ScrubRepaired
+	}
+	return 0
+}
+
 type Node struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -182,14 +654,18 @@ type Node struct {
 	// load_bps: the bitrate of the cameras the node records.
 	LoadBps float64 `protobuf:"fixed64,10,opt,name=load_bps,json=loadBps,proto3" json:"load_bps,omitempty"`
 	// moving: cameras being handed over to or from the node.
-	Moving        int32 `protobuf:"varint,11,opt,name=moving,proto3" json:"moving,omitempty"`
+	Moving int32 `protobuf:"varint,11,opt,name=moving,proto3" json:"moving,omitempty"`
+	// disk: the node's last disk report; unset when it has not reported one.
+	Disk *DiskUsage `protobuf:"bytes,12,opt,name=disk,proto3" json:"disk,omitempty"`
+	// protection: the node's erasure-coding counters; unset when it did not answer.
+	Protection    *ProtectionCounters `protobuf:"bytes,13,opt,name=protection,proto3" json:"protection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_vigie_v1_cluster_proto_msgTypes[3]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +677,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_vigie_v1_cluster_proto_msgTypes[3]
+	mi := &file_vigie_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +690,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_vigie_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Node) GetId() string {
@@ -294,18 +770,74 @@ func (x *Node) GetMoving() int32 {
 	return 0
 }
 
+func (x *Node) GetDisk() *DiskUsage {
+	if x != nil {
+		return x.Disk
+	}
+	return nil
+}
+
+func (x *Node) GetProtection() *ProtectionCounters {
+	if x != nil {
+		return x.Protection
+	}
+	return nil
+}
+
 var File_vigie_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_vigie_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x16vigie/v1/cluster.proto\x12\bvigie.v1\x1a\x1cgoogle/api/annotations.proto\"\x1d\n" +
+	"\x16vigie/v1/cluster.proto\x12\bvigie.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1d\n" +
 	"\vNodeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x12\n" +
-	"\x10GetStatusRequest\"i\n" +
+	"\x10GetStatusRequest\"\x93\x01\n" +
 	"\rClusterStatus\x12$\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x0e.vigie.v1.NodeR\x05nodes\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
-	"\acameras\x18\x03 \x01(\x05R\acameras\"\x95\x02\n" +
+	"\acameras\x18\x03 \x01(\x05R\acameras\x12(\n" +
+	"\x06repair\x18\x04 \x01(\v2\x10.vigie.v1.RepairR\x06repair\"\xe6\x02\n" +
+	"\x06Repair\x12*\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.vigie.v1.RepairNodeR\x05nodes\x120\n" +
+	"\aat_risk\x18\x02 \x03(\v2\x17.vigie.v1.StripesAtRiskR\x06atRisk\x12$\n" +
+	"\runrecoverable\x18\x03 \x01(\x05R\runrecoverable\x12\x14\n" +
+	"\x05stuck\x18\x04 \x01(\x05R\x05stuck\x12%\n" +
+	"\x0epending_shards\x18\x05 \x01(\x05R\rpendingShards\x12#\n" +
+	"\rpending_bytes\x18\x06 \x01(\x03R\fpendingBytes\x12\x1f\n" +
+	"\vdone_shards\x18\a \x01(\x05R\n" +
+	"doneShards\x12(\n" +
+	"\x10bytes_per_second\x18\b \x01(\x01R\x0ebytesPerSecond\x12+\n" +
+	"\x03eta\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03eta\"\xa6\x01\n" +
+	"\n" +
+	"RepairNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06shards\x18\x04 \x01(\x05R\x06shards\x12\x12\n" +
+	"\x04left\x18\x05 \x01(\x05R\x04left\x12\x12\n" +
+	"\x04done\x18\x06 \x01(\x05R\x04done\"]\n" +
+	"\rStripesAtRisk\x12\x1c\n" +
+	"\tsurvivors\x18\x01 \x01(\x05R\tsurvivors\x12\x14\n" +
+	"\x05spare\x18\x02 \x01(\x05R\x05spare\x12\x18\n" +
+	"\astripes\x18\x03 \x01(\x05R\astripes\"_\n" +
+	"\tDiskUsage\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x01 \x01(\x03R\tfreeBytes\x12\x1f\n" +
+	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
+	"totalBytes\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\"\x86\x03\n" +
+	"\x12ProtectionCounters\x12!\n" +
+	"\fstripes_made\x18\x01 \x01(\x03R\vstripesMade\x12!\n" +
+	"\frepairs_done\x18\x02 \x01(\x03R\vrepairsDone\x12%\n" +
+	"\x0erepairs_failed\x18\x03 \x01(\x03R\rrepairsFailed\x12!\n" +
+	"\frepair_bytes\x18\x04 \x01(\x03R\vrepairBytes\x12%\n" +
+	"\x0edegraded_reads\x18\x05 \x01(\x03R\rdegradedReads\x12%\n" +
+	"\x0edegraded_bytes\x18\x06 \x01(\x03R\rdegradedBytes\x12!\n" +
+	"\fshard_errors\x18\a \x01(\x03R\vshardErrors\x12!\n" +
+	"\fscrub_passes\x18\b \x01(\x03R\vscrubPasses\x12%\n" +
+	"\x0escrub_findings\x18\t \x01(\x03R\rscrubFindings\x12%\n" +
+	"\x0escrub_repaired\x18\n" +
+	" \x01(\x03R\rscrubRepaired\"\xfc\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -318,7 +850,11 @@ const file_vigie_v1_cluster_proto_rawDesc = "" +
 	"\x04zone\x18\t \x01(\tR\x04zone\x12\x19\n" +
 	"\bload_bps\x18\n" +
 	" \x01(\x01R\aloadBps\x12\x16\n" +
-	"\x06moving\x18\v \x01(\x05R\x06moving2\x90\x03\n" +
+	"\x06moving\x18\v \x01(\x05R\x06moving\x12'\n" +
+	"\x04disk\x18\f \x01(\v2\x13.vigie.v1.DiskUsageR\x04disk\x12<\n" +
+	"\n" +
+	"protection\x18\r \x01(\v2\x1c.vigie.v1.ProtectionCountersR\n" +
+	"protection2\x90\x03\n" +
 	"\x0eClusterService\x12\\\n" +
 	"\tGetStatus\x12\x1a.vigie.v1.GetStatusRequest\x1a\x17.vigie.v1.ClusterStatus\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/cluster/status\x12X\n" +
 	"\tDrainNode\x12\x15.vigie.v1.NodeRequest\x1a\x0e.vigie.v1.Node\"$\x82\xd3\xe4\x93\x02\x1e\"\x1c/v1/cluster/nodes/{id}:drain\x12^\n" +
@@ -337,28 +873,42 @@ func file_vigie_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_vigie_v1_cluster_proto_rawDescData
 }
 
-var file_vigie_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_vigie_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_vigie_v1_cluster_proto_goTypes = []any{
-	(*NodeRequest)(nil),      // 0: vigie.v1.NodeRequest
-	(*GetStatusRequest)(nil), // 1: vigie.v1.GetStatusRequest
-	(*ClusterStatus)(nil),    // 2: vigie.v1.ClusterStatus
-	(*Node)(nil),             // 3: vigie.v1.Node
+	(*NodeRequest)(nil),           // 0: vigie.v1.NodeRequest
+	(*GetStatusRequest)(nil),      // 1: vigie.v1.GetStatusRequest
+	(*ClusterStatus)(nil),         // 2: vigie.v1.ClusterStatus
+	(*Repair)(nil),                // 3: vigie.v1.Repair
+	(*RepairNode)(nil),            // 4: vigie.v1.RepairNode
+	(*StripesAtRisk)(nil),         // 5: vigie.v1.StripesAtRisk
+	(*DiskUsage)(nil),             // 6: vigie.v1.DiskUsage
+	(*ProtectionCounters)(nil),    // 7: vigie.v1.ProtectionCounters
+	(*Node)(nil),                  // 8: vigie.v1.Node
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_vigie_v1_cluster_proto_depIdxs = []int32{
-	3, // 0: vigie.v1.ClusterStatus.nodes:type_name -> vigie.v1.Node
-	1, // 1: vigie.v1.ClusterService.GetStatus:input_type -> vigie.v1.GetStatusRequest
-	0, // 2: vigie.v1.ClusterService.DrainNode:input_type -> vigie.v1.NodeRequest
-	0, // 3: vigie.v1.ClusterService.ActivateNode:input_type -> vigie.v1.NodeRequest
-	0, // 4: vigie.v1.ClusterService.DecommissionNode:input_type -> vigie.v1.NodeRequest
-	2, // 5: vigie.v1.ClusterService.GetStatus:output_type -> vigie.v1.ClusterStatus
-	3, // 6: vigie.v1.ClusterService.DrainNode:output_type -> vigie.v1.Node
-	3, // 7: vigie.v1.ClusterService.ActivateNode:output_type -> vigie.v1.Node
-	3, // 8: vigie.v1.ClusterService.DecommissionNode:output_type -> vigie.v1.Node
-	5, // [5:9] is the sub-list for method output_type
-	1, // [1:5] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	8,  // 0: vigie.v1.ClusterStatus.nodes:type_name -> vigie.v1.Node
+	3,  // 1: vigie.v1.ClusterStatus.repair:type_name -> vigie.v1.Repair
+	4,  // 2: vigie.v1.Repair.nodes:type_name -> vigie.v1.RepairNode
+	5,  // 3: vigie.v1.Repair.at_risk:type_name -> vigie.v1.StripesAtRisk
+	9,  // 4: vigie.v1.Repair.eta:type_name -> google.protobuf.Duration
+	10, // 5: vigie.v1.RepairNode.since:type_name -> google.protobuf.Timestamp
+	6,  // 6: vigie.v1.Node.disk:type_name -> vigie.v1.DiskUsage
+	7,  // 7: vigie.v1.Node.protection:type_name -> vigie.v1.ProtectionCounters
+	1,  // 8: vigie.v1.ClusterService.GetStatus:input_type -> vigie.v1.GetStatusRequest
+	0,  // 9: vigie.v1.ClusterService.DrainNode:input_type -> vigie.v1.NodeRequest
+	0,  // 10: vigie.v1.ClusterService.ActivateNode:input_type -> vigie.v1.NodeRequest
+	0,  // 11: vigie.v1.ClusterService.DecommissionNode:input_type -> vigie.v1.NodeRequest
+	2,  // 12: vigie.v1.ClusterService.GetStatus:output_type -> vigie.v1.ClusterStatus
+	8,  // 13: vigie.v1.ClusterService.DrainNode:output_type -> vigie.v1.Node
+	8,  // 14: vigie.v1.ClusterService.ActivateNode:output_type -> vigie.v1.Node
+	8,  // 15: vigie.v1.ClusterService.DecommissionNode:output_type -> vigie.v1.Node
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_vigie_v1_cluster_proto_init() }
@@ -372,7 +922,7 @@ func file_vigie_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigie_v1_cluster_proto_rawDesc), len(file_vigie_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

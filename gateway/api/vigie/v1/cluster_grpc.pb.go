@@ -31,7 +31,8 @@ const (
 //
 // ClusterService tells the state of the cluster.
 type ClusterServiceClient interface {
-	// GetStatus returns the nodes, their roles and how many cameras each records.
+	// GetStatus returns the nodes, their roles and how many cameras each records, their
+	// disks and erasure-coding counters, and the progress of the repair of lost shards.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error)
 	// DrainNode moves every camera off a node, each handed over only once its new owner
 	// records it (make-before-break), and gives the node no new camera. Draining is the
@@ -98,7 +99,8 @@ func (c *clusterServiceClient) DecommissionNode(ctx context.Context, in *NodeReq
 //
 // ClusterService tells the state of the cluster.
 type ClusterServiceServer interface {
-	// GetStatus returns the nodes, their roles and how many cameras each records.
+	// GetStatus returns the nodes, their roles and how many cameras each records, their
+	// disks and erasure-coding counters, and the progress of the repair of lost shards.
 	GetStatus(context.Context, *GetStatusRequest) (*ClusterStatus, error)
 	// DrainNode moves every camera off a node, each handed over only once its new owner
 	// records it (make-before-break), and gives the node no new camera. Draining is the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/textproto"
 	"os"
 	"os/exec"
@@ -34,6 +35,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	warmup := fs.Duration("warmup", 5*time.Second, "time after every reader plays, before the window")
 	cpu := fs.Int("cpu", 1, "CPU the fleet is pinned to with taskset (-1: not pinned)")
 	codecs := fs.String("codecs", "H264", "codec mix, e.g. H264=3,H265=1")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the fleet child over the window to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -152,6 +154,12 @@ func benchCmd(ctx context.Context, args []string) error {
 	cpu0, _ := procCPU(cmd.Process.Pid)
 	b0, t0 := received.Load(), time.Now()
 	fmt.Printf("measuring %v…\n", *duration)
+	profDone := make(chan error, 1)
+	if *cpuProfile != "" {
+		go func() { profDone <- fetchProfile(ctx, control, *duration, *cpuProfile) }()
+	} else {
+		profDone <- nil
+	}
 	select {
 	case <-time.After(*duration):
 	case <-ctx.Done():
@@ -175,6 +183,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	fmt.Printf("  readers playing        %d\n", st1.Readers)
 	fmt.Printf("  frames sent            %d (%.0f expected at 25 fps, %.3f%%)\n", frames, expected, 100*float64(frames)/expected)
 	fmt.Printf("  frames skipped         %d\n", st1.FramesSkipped-st0.FramesSkipped)
+	fmt.Printf("  frames behind          %d at start, %d at end (due, not sent yet: the scheduler's backlog)\n", st0.FramesBehind, st1.FramesBehind)
 	fmt.Printf("  frames late (> 40 ms)  %d\n", st1.LateFrames-st0.LateFrames)
 	fmt.Printf("  packets dropped        %d (slow reader)\n", st1.PacketsDropped-st0.PacketsDropped)
 	fmt.Printf("  lateness p50 ≤ %v, p99 ≤ %v, p99.9 ≤ %v, max (whole run) %v\n", late.Quantile(0.5), late.Quantile(0.99), late.Quantile(0.999), late.Max.Round(time.Microsecond))
@@ -182,7 +191,40 @@ func benchCmd(ctx context.Context, args []string) error {
 	fmt.Printf("  received               %.1f Mbit/s per camera (%.0f Mbit/s total)\n", float64(received.Load()-b0)*8/el.Seconds()/float64(len(cams))/1e6, float64(received.Load()-b0)*8/el.Seconds()/1e6)
 	fmt.Printf("  fleet CPU              %.1f%% of one core (%.3f ms per camera-second)\n", 100*(cpu1-cpu0).Seconds()/el.Seconds(), (cpu1-cpu0).Seconds()*1000/el.Seconds()/float64(len(cams)))
 	fmt.Printf("  load average           %s\n", readLoad())
+	if err := <-profDone; err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	if *cpuProfile != "" {
+		fmt.Printf("  fleet CPU profile      %s (go tool pprof %s)\n", *cpuProfile, *cpuProfile)
+	}
 	return nil
+}
+
+// fetchProfile saves a CPU profile of the fleet process taken over d, through its control
+// endpoint (net/http/pprof), to path.
+func fetchProfile(ctx context.Context, control string, d time.Duration, path string) error {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", control, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", req.URL, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func bitrateLabel(b int) string {

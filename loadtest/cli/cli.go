@@ -38,6 +38,9 @@ const usage = `usage: vigie-loadtest <command> [flags]
 
 commands:
   run SCENARIO.yaml   run a scenario (loadtest/scenarios/*.yaml), verify, write the report
+  scale [SCENARIO]    capacity search: ramp cameras up step by step on one node, stop at the
+                      first step that loses a frame; report the highest clean step
+                      (default scenario loadtest/scenarios/scale.yaml)
   fleet               serve simulated cameras with an HTTP control endpoint
   fleet-bench         measure one core of fleet: N cameras at a bitrate, frames on time?
   report REPORT.json  print the summary again and rewrite report.html beside the JSON
@@ -55,6 +58,8 @@ func Main(args []string) error {
 	switch args[0] {
 	case "run":
 		return runCmd(ctx, args[1:])
+	case "scale":
+		return scaleCmd(ctx, args[1:])
 	case "fleet":
 		return fleetCmd(ctx, args[1:])
 	case "fleet-bench":
@@ -71,39 +76,135 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-func runCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+func runCmd(ctx context.Context, args []string) error { return runScenario(ctx, "run", args, nil, "") }
+
+// scaleCmd runs a ramp scenario; its flags override the ramp and the pinning.
+func scaleCmd(ctx context.Context, args []string) error {
+	return runScenario(ctx, "scale", args, func(fs *flag.FlagSet) func(*scenario.Scenario) error {
+		start := fs.Int("start", 0, "override ramp.start: cameras of the first step")
+		step := fs.Int("step", 0, "override ramp.step: cameras added per step")
+		every := fs.Duration("every", 0, "override ramp.every: length of a step")
+		maxC := fs.Int("max", 0, "override ramp.max: cameras of the last step (raises cameras.count if needed)")
+		settle := fs.Duration("settle", 0, "override ramp.settle: start of a step not verified")
+		target := fs.Int("target", -1, "override ramp.target: cameras the highest clean step must reach for PASS")
+		fleetLate := fs.Float64("max-fleet-late", -1, "override ramp.max_fleet_late: fraction of the fleet's frames that may be late in a step")
+		bitrate := fs.Int("bitrate", -1, "override cameras.bitrate (bit/s; 0 = embedded ~1 Mbit/s clips)")
+		nodeCPUs := fs.String("node-cpus", "", `override nodes.cpus (e.g. "0"; "none" = not pinned)`)
+		fleetCPUs := fs.String("fleet-cpus", "", `override cameras.cpus (e.g. "1"; "none" = not pinned)`)
+		return func(sc *scenario.Scenario) error {
+			if sc.Ramp == nil {
+				if *start == 0 || *step == 0 || *every == 0 {
+					return errors.New("scale: the scenario has no ramp section: add one (see loadtest/scenarios/scale.yaml) or give -start, -step and -every")
+				}
+				sc.Ramp = &scenario.Ramp{}
+			}
+			r := sc.Ramp
+			for _, o := range []struct {
+				v   int
+				dst *int
+			}{{*start, &r.Start}, {*step, &r.Step}, {*maxC, &r.Max}} {
+				if o.v > 0 {
+					*o.dst = o.v
+				}
+			}
+			if *every > 0 {
+				r.Every = scenario.Duration(*every)
+			}
+			if *settle > 0 {
+				r.Settle = scenario.Duration(*settle)
+			}
+			if *target >= 0 {
+				r.Target = *target
+			}
+			if *bitrate >= 0 {
+				sc.Cameras.Bitrate = *bitrate
+			}
+			if *fleetLate >= 0 {
+				r.MaxFleetLate = *fleetLate
+			}
+			if *maxC > 0 {
+				// The fleet serves exactly the ramp's cameras.
+				sc.Cameras.Count = r.Max
+				sc.Cameras.Tenants = min(sc.Cameras.Tenants, r.Max)
+			}
+			for _, o := range []struct {
+				v   string
+				dst *string
+			}{{*nodeCPUs, &sc.Nodes.CPUs}, {*fleetCPUs, &sc.Cameras.CPUs}} {
+				switch o.v {
+				case "":
+				case "none":
+					*o.dst = ""
+				default:
+					*o.dst = o.v
+				}
+			}
+			// The duration and the first step's cameras follow the ramp.
+			sc.Duration, sc.Cameras.Initial = 0, 0
+			sc.EnsureDefaults()
+			return nil
+		}
+	}, "loadtest/scenarios/scale.yaml")
+}
+
+// runScenario runs a scenario file: flags, overrides (extra adds its own flags and returns
+// what they change), the run, the report. defaultFile is used when no file is given ("" =
+// one is required).
+func runScenario(ctx context.Context, name string, args []string, extra func(*flag.FlagSet) func(*scenario.Scenario) error, defaultFile string) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	vigie := fs.String("vigie", "", "vigie binary (default: go build ./tools/vigie of the repository around the working directory)")
 	out := fs.String("out", "", "work directory for data, logs and reports (default loadtest-out/<name>-<time>)")
 	clipDir := fs.String("clip-dir", "", "cache for generated clips (default $TMPDIR/vigie-loadtest-clips)")
 	duration := fs.Duration("duration", 0, "override the scenario's duration")
 	cameras := fs.Int("cameras", 0, "override the scenario's camera count")
 	logLevel := fs.String("log-level", "warn", "runner log level (written to runner.log)")
+	ffprobe := fs.Int("ffprobe-check", -1, "override verify.ffprobe_check: cameras whose exports ffprobe counts again")
+	seed := fs.Uint64("seed", 0, "override verify.seed (the ffprobe check's pick)")
+	var apply func(*scenario.Scenario) error
+	if extra != nil {
+		apply = extra(fs)
+	}
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: vigie-loadtest run [flags] SCENARIO.yaml")
+		fmt.Fprintf(fs.Output(), "usage: vigie-loadtest %s [flags] SCENARIO.yaml\n", name)
 		fs.PrintDefaults()
 	}
 	if err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("run: one scenario file is required")
+	file := defaultFile
+	if fs.NArg() == 1 {
+		file = fs.Arg(0)
 	}
-	sc, err := scenario.Load(fs.Arg(0))
+	if fs.NArg() > 1 || file == "" {
+		fs.Usage()
+		return fmt.Errorf("%s: one scenario file is required", name)
+	}
+	sc, err := scenario.Load(file)
 	if err != nil {
 		return err
 	}
-	if *duration > 0 || *cameras > 0 {
-		if *duration > 0 {
-			sc.Duration = scenario.Duration(*duration)
+	if *duration > 0 {
+		sc.Duration = scenario.Duration(*duration)
+	}
+	if *cameras > 0 {
+		sc.Cameras.Count = *cameras
+		if sc.Ramp == nil {
+			sc.Cameras.Initial = *cameras
 		}
-		if *cameras > 0 {
-			sc.Cameras.Count = *cameras
-		}
-		if err := sc.Validate(); err != nil {
+	}
+	if *ffprobe >= 0 {
+		sc.Verify.FFprobeCheck = *ffprobe
+	}
+	if *seed != 0 {
+		sc.Verify.Seed = *seed
+	}
+	if apply != nil {
+		if err := apply(sc); err != nil {
 			return err
 		}
+	}
+	if err := sc.Validate(); err != nil {
+		return err
 	}
 	dir := *out
 	if dir == "" {

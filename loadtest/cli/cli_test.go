@@ -41,3 +41,16 @@ func TestUnknownCommand(t *testing.T) {
 		t.Errorf("Main(explode) = %v", err)
 	}
 }
+
+func TestScaleNeedsARamp(t *testing.T) {
+	err := Main([]string{"scale", "-vigie", "/nonexistent", "-out", t.TempDir(), "../scenarios/smoke.yaml"})
+	if err == nil || !strings.Contains(err.Error(), "no ramp section") {
+		t.Errorf("scale smoke.yaml: %v, want an error saying the scenario has no ramp", err)
+	}
+	// Flags that make a ramp are checked like the file: a step below 10 s is refused
+	// before anything starts.
+	err = Main([]string{"scale", "-vigie", "/nonexistent", "-out", t.TempDir(), "-start", "5", "-step", "5", "-every", "5s", "../scenarios/smoke.yaml"})
+	if err == nil || !strings.Contains(err.Error(), "ramp.every") {
+		t.Errorf("scale -every 5s: %v, want an error naming ramp.every", err)
+	}
+}

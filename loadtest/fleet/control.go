@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 //	POST /v1/cameras/{id}/drop                       → {"sessions": n}
 //	POST /v1/cameras/{id}/garbage?packets=N
 //	POST /v1/cameras/{id}/resolution?alt=true|false
+//	GET  /debug/pprof/...                            → net/http/pprof (e.g. profile?seconds=30)
 //
 // {id} "_all" applies the action to every camera. Errors are {"error": "..."} with 404
 // for an unknown camera and 400 for a bad parameter. Serve it on 127.0.0.1 only: it has no
@@ -31,6 +33,10 @@ import (
 // Handler returns the control endpoint.
 func (f *Fleet) Handler() http.Handler {
 	mux := http.NewServeMux()
+	// Profiles of the fleet process (fleet-bench -cpuprofile fetches one of the window).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, f.Stats()) })
 	mux.HandleFunc("GET /v1/cameras", func(w http.ResponseWriter, r *http.Request) {
 		var out []CameraState

@@ -105,10 +105,12 @@ type CameraState struct {
 
 // Stats sums the fleet's counters.
 type Stats struct {
-	Cameras         int             `json:"cameras"`
-	Readers         int             `json:"readers"`
-	FramesSent      uint64          `json:"frames_sent"`
-	FramesSkipped   uint64          `json:"frames_skipped"`
+	Cameras       int    `json:"cameras"`
+	Readers       int    `json:"readers"`
+	FramesSent    uint64 `json:"frames_sent"`
+	FramesSkipped uint64 `json:"frames_skipped"`
+	// FramesBehind is the fleet's backlog at the snapshot: frames due, not sent yet.
+	FramesBehind    uint64          `json:"frames_behind"`
 	PacketsDropped  uint64          `json:"packets_dropped"`
 	GarbagePackets  uint64          `json:"garbage_packets"`
 	SessionsDropped uint64          `json:"sessions_dropped"`
@@ -335,6 +337,7 @@ func (f *Fleet) Stats() Stats {
 		st.Readers += s.Readers
 		st.FramesSent += s.FramesSent
 		st.FramesSkipped += s.FramesSkipped
+		st.FramesBehind += s.FramesBehind
 		st.PacketsDropped += s.PacketsDropped
 		st.GarbagePackets += s.GarbagePackets
 		st.SessionsDropped += s.SessionsDropped

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/vigie-vms/vigie/loadtest/scenario"
@@ -50,6 +51,43 @@ svg{background:#fff;border:1px solid #eee}.small{font-size:12px;color:#666}
 		s.Failovers, s.FailoverP50.Round(time.Millisecond), s.FailoverP95.Round(time.Millisecond), s.FailoverMax.Round(time.Millisecond),
 		s.LatencyP50.Round(time.Millisecond), s.LatencyMax.Round(time.Millisecond), res.Fleet.LateFrames, res.Fleet.FramesSkipped)
 
+	if rr := res.Ramp; rr != nil {
+		p(`<h2>Ramp (capacity search)</h2><p>Highest clean step: <b>%d cameras</b>`, rr.HighestClean)
+		if rr.Target > 0 {
+			p(` (target %d)`, rr.Target)
+		}
+		if rr.Stopped != "" {
+			p(`; stopped at %s`, esc(rr.Stopped))
+		}
+		p(`</p><table><tr><th>step</th><th>cameras</th><th>recording</th><th>packets lost</th><th>reconnects</th><th>max lag</th><th>fleet late / skipped</th><th>node CPU</th><th>ingest Mbit/s</th><th>frames expected</th><th>lost</th><th class="l">verdict</th></tr>`)
+		for _, s := range rr.Steps {
+			v := `<span class="pass">clean</span>`
+			if !s.Clean {
+				v = `<span class="fail">not clean</span> ` + esc(strings.Join(s.Why, "; "))
+			}
+			p(`<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%v</td><td>%d / %d</td><td>%.0f%%</td><td>%.0f</td><td>%d</td><td>%d</td><td class="l">%s</td></tr>`,
+				s.Index, s.Cameras, s.Recording, s.PacketsLost, s.Reconnects, s.MaxLag.Round(time.Millisecond), s.FleetLate, s.FleetSkipped, s.NodeCPU*100, s.IngestBps/1e6, s.Expected, s.Lost, v)
+		}
+		p(`</table>`)
+	}
+	if pc := res.Probe; pc != nil {
+		p(`<h2>Independent check: ffprobe</h2>`)
+		if pc.Skipped != "" {
+			p(`<p class="fail">Skipped: %s</p>`, esc(pc.Skipped))
+		} else {
+			p(`<p class="small">%d cameras picked at random (seed %d); ffprobe counts the %s of the very export files the verifier parsed. The export starts at the keyframe at or before the window and runs past it: "outside" are the samples whose SEI tag is not an expected frame of the window.</p>`, len(pc.Cameras), pc.Seed, pc.Mode)
+			p(`<table><tr><th class="l">camera</th><th>ffprobe</th><th>parsed</th><th>outside window</th><th>ffprobe in window</th><th>window frames</th><th>verifier recorded</th><th class="l">verdict</th></tr>`)
+			for _, c := range pc.Cameras {
+				v := `<span class="pass">agree</span>`
+				if !c.Agree {
+					v = `<span class="fail">disagree</span> ` + esc(c.Why)
+				}
+				p(`<tr><td class="l">%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td class="l">%s</td></tr>`,
+					esc(c.Camera), c.FFprobe, c.Parsed, c.Outside, c.FFprobe-c.Outside, c.WindowFrames, c.Recorded, v)
+			}
+			p(`</table>`)
+		}
+	}
 	p(`<h2>Gaps per camera</h2><p class="small">Red: hidden gap (missing, timeline shows none). Orange: dropped frames. Grey: loss under a timeline gap. Light band: timeline gap. Dashed lines: faults. Window verified: the white area.</p>`)
 	gapChart(w, res)
 	p(`<h2>Failover time distribution</h2>`)

@@ -36,12 +36,33 @@ func WriteFiles(res *scenario.Result, dir string) (jsonPath, htmlPath string, er
 }
 
 // Verdict says whether the run passed: no failure of the run itself, no lost, duplicated
-// or foreign frame, no hidden gap, no catalog problem.
+// or foreign frame, no hidden gap, no catalog problem, and the ffprobe check agrees (a
+// skipped check fails under CI=true). A ramp (capacity search) passes when its highest
+// clean step reaches the target: losses past that step are what it looks for.
 func Verdict(res *scenario.Result) (ok bool, why []string) {
 	s := res.Summary
 	why = append(why, res.Failures...)
 	if len(res.Cameras) == 0 {
 		why = append(why, "no camera was verified")
+	}
+	if p := res.Probe; p != nil {
+		for _, c := range p.Disagreements() {
+			why = append(why, fmt.Sprintf("ffprobe check: %s: %s", c.Camera, c.Why))
+		}
+		if p.Skipped != "" && os.Getenv("CI") == "true" {
+			why = append(why, "ffprobe check skipped under CI=true: "+p.Skipped)
+		}
+	}
+	if rr := res.Ramp; rr != nil {
+		target := max(rr.Target, 1)
+		if rr.HighestClean < target {
+			w := fmt.Sprintf("ramp: highest clean step %d cameras, below the target of %d", rr.HighestClean, rr.Target)
+			if rr.Target == 0 {
+				w = "ramp: the first step was not clean"
+			}
+			why = append(why, w)
+		}
+		return len(why) == 0, why
 	}
 	if s.Lost > 0 {
 		why = append(why, fmt.Sprintf("%d frames lost (%d in timeline gaps, %d dropped, %d hidden gaps)", s.Lost, s.Lost-s.Dropped-hiddenFrames(res), s.Dropped, s.HiddenGaps))
@@ -68,6 +89,51 @@ func Verdict(res *scenario.Result) (ok bool, why []string) {
 		why = append(why, fmt.Sprintf("the fleet was overloaded: %d frames skipped (never sent): the run is not valid", res.Fleet.FramesSkipped))
 	}
 	return len(why) == 0, why
+}
+
+// probeText writes the ffprobe check's lines.
+func probeText(w io.Writer, p *verify.ProbeCheck) {
+	if p == nil {
+		return
+	}
+	if p.Skipped != "" {
+		fmt.Fprintf(w, "ffprobe check (%d cameras): SKIPPED: %s\n", p.Requested, p.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "ffprobe check: %d cameras (seed %d), %s counted by ffprobe in the verifier's own export files:\n", len(p.Cameras), p.Seed, p.Mode)
+	for _, c := range p.Cameras {
+		v := "agree"
+		if !c.Agree {
+			v = "DISAGREE: " + c.Why
+		}
+		fmt.Fprintf(w, "  %s: ffprobe %d = parsed %d; minus %d outside the window = %d; window frames %d, verifier recorded %d: %s\n",
+			c.Camera, c.FFprobe, c.Parsed, c.Outside, c.FFprobe-c.Outside, c.WindowFrames, c.Recorded, v)
+	}
+}
+
+// rampText writes the capacity search's steps.
+func rampText(w io.Writer, rr *scenario.RampResult) {
+	if rr == nil {
+		return
+	}
+	fmt.Fprintln(w, "ramp:")
+	fmt.Fprintf(w, "  %4s %7s %9s %6s %7s %9s %10s %11s %8s %9s %8s  %s\n", "step", "cameras", "recording", "lost", "reconn", "max lag", "fleet late", "fleet skip", "node CPU", "frames", "lost", "verdict")
+	for _, s := range rr.Steps {
+		v := "clean"
+		if !s.Clean {
+			v = "NOT CLEAN: " + strings.Join(s.Why, "; ")
+		}
+		fmt.Fprintf(w, "  %4d %7d %9d %6d %7d %9v %10d %11d %7.0f%% %9d %8d  %s\n", s.Index, s.Cameras, s.Recording, s.PacketsLost, s.Reconnects,
+			s.MaxLag.Round(time.Millisecond), s.FleetLate, s.FleetSkipped, s.NodeCPU*100, s.Expected, s.Lost, v)
+	}
+	if rr.Stopped != "" {
+		fmt.Fprintf(w, "  stopped at %s\n", rr.Stopped)
+	}
+	fmt.Fprintf(w, "HIGHEST CLEAN STEP: %d cameras", rr.HighestClean)
+	if rr.Target > 0 {
+		fmt.Fprintf(w, " (target %d)", rr.Target)
+	}
+	fmt.Fprintln(w)
 }
 
 func hiddenFrames(res *scenario.Result) int {
@@ -117,6 +183,11 @@ func Text(w io.Writer, res *scenario.Result) {
 			fmt.Fprintf(w, "  %8v  %s: %s\n", e.Elapsed, e.What, e.Result)
 		}
 	}
+	if res.VerifyTime > 0 {
+		fmt.Fprintf(w, "verification: %v for %d cameras (%d at once)\n", res.VerifyTime.Round(time.Millisecond), len(res.Cameras), sc.Verify.Parallel)
+	}
+	probeText(w, res.Probe)
+	rampText(w, res.Ramp)
 	worst := worstCameras(res.Cameras, 5)
 	for _, c := range worst {
 		if c.OK() {

@@ -68,3 +68,78 @@ func TestReports(t *testing.T) {
 	}
 	Text(&b, &scenario.Result{Scenario: res.Scenario})
 }
+
+func TestProbeCheckInReports(t *testing.T) {
+	res := sampleResult()
+	res.Cameras = res.Cameras[1:] // the clean camera only
+	res.Summary = verify.Summarize(res.Cameras)
+	res.Probe = &verify.ProbeCheck{Requested: 2, Seed: 42, Mode: verify.ProbeFrames, Cameras: []verify.ProbeResult{
+		{Camera: "cam-0001", FFprobe: 1100, Parsed: 1100, Outside: 100, WindowFrames: 1000, Recorded: 1000, Agree: true},
+		{Camera: "cam-0002", FFprobe: 1099, Parsed: 1100, Outside: 100, WindowFrames: 1000, Recorded: 1000, Why: "ffprobe counts 1099 frames in the files, the verifier's parser 1100 samples"},
+	}}
+	ok, why := Verdict(res)
+	if ok || !strings.Contains(strings.Join(why, "\n"), "ffprobe check: cam-0002: ffprobe counts 1099") {
+		t.Errorf("verdict %v %q, want FAIL naming cam-0002's disagreement", ok, why)
+	}
+	var txt, html bytes.Buffer
+	Text(&txt, res)
+	if err := HTML(&html, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"seed 42", "cam-0001: ffprobe 1100 = parsed 1100; minus 100 outside the window = 1000; window frames 1000, verifier recorded 1000: agree", "cam-0002", "DISAGREE"} {
+		if !strings.Contains(txt.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, txt.String())
+		}
+	}
+	for _, want := range []string{"Independent check: ffprobe", "<td class=\"l\">cam-0002</td><td>1099</td><td>1100</td>", "disagree"} {
+		if !strings.Contains(html.String(), want) {
+			t.Errorf("HTML lacks %q", want)
+		}
+	}
+	// All agree: PASS. Skipped: PASS with a note, FAIL under CI=true.
+	res.Probe.Cameras = res.Probe.Cameras[:1]
+	if ok, why := Verdict(res); !ok {
+		t.Errorf("verdict FAIL %q with every camera agreeing", why)
+	}
+	res.Probe = &verify.ProbeCheck{Requested: 5, Skipped: "ffprobe not found in PATH"}
+	t.Setenv("CI", "")
+	if ok, _ := Verdict(res); !ok {
+		t.Error("a skipped check fails outside CI")
+	}
+	txt.Reset()
+	Text(&txt, res)
+	if !strings.Contains(txt.String(), "SKIPPED: ffprobe not found") {
+		t.Errorf("text does not say the check was skipped:\n%s", txt.String())
+	}
+	t.Setenv("CI", "true")
+	if ok, why := Verdict(res); ok || !strings.Contains(strings.Join(why, "\n"), "skipped under CI=true") {
+		t.Errorf("verdict %v %q, want FAIL under CI=true", ok, why)
+	}
+}
+
+func TestRampInReports(t *testing.T) {
+	res := sampleResult() // cam-0000 lost 25 frames: in the step past the limit
+	res.Ramp = &scenario.RampResult{Target: 40, HighestClean: 40, Stopped: "step 3 (60 cameras): 12 RTP packets lost", Steps: []scenario.RampStep{
+		{Index: 1, Cameras: 20, Recording: 20, CountersOK: true, Verified: true, Expected: 10000, Recorded: 10000, Clean: true},
+		{Index: 2, Cameras: 40, Recording: 40, CountersOK: true, Verified: true, Expected: 20000, Recorded: 20000, Clean: true},
+		{Index: 3, Cameras: 60, Recording: 60, PacketsLost: 12, Verified: true, Expected: 30000, Recorded: 29975, Lost: 25, Why: []string{"12 RTP packets lost"}},
+	}}
+	if ok, why := Verdict(res); !ok {
+		t.Errorf("verdict FAIL %q: the target of 40 is reached", why)
+	}
+	var txt, html bytes.Buffer
+	Text(&txt, res)
+	_ = HTML(&html, res)
+	for _, want := range []string{"HIGHEST CLEAN STEP: 40 cameras (target 40)", "NOT CLEAN: 12 RTP packets lost", "stopped at step 3"} {
+		if !strings.Contains(txt.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, txt.String())
+		}
+	}
+	if !strings.Contains(html.String(), "Highest clean step: <b>40 cameras</b>") {
+		t.Error("HTML lacks the highest clean step")
+	}
+	res.Ramp.Target = 600
+	if ok, why := Verdict(res); ok || !strings.Contains(strings.Join(why, "\n"), "below the target of 600") {
+		t.Errorf("verdict %v %q, want FAIL below the target", ok, why)
+	}
+}

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vigie-vms/vigie/loadtest/simcam"
+	"github.com/vigie-vms/vigie/loadtest/verify"
 	"github.com/vigie-vms/vigie/model"
 )
 
@@ -44,6 +47,48 @@ type Scenario struct {
 	Duration Duration `yaml:"duration"`
 	Faults   []Fault  `yaml:"faults"`
 	Verify   Verify   `yaml:"verify"`
+	// Ramp turns the run into a capacity search (see Ramp); the duration is then the
+	// ramp's (steps × every) and faults are not allowed.
+	Ramp *Ramp `yaml:"ramp"`
+}
+
+// Ramp is a capacity search: the run starts with Start cameras registered and registers
+// Step more every Every, up to Max (cameras.count by default; the fleet serves Max from
+// the start, unregistered cameras cost it almost nothing). Each step's window is
+// [step start + Settle, step end). At the end of each step its counters are read — every
+// camera recording on the nodes, no RTP packet lost, no reconnect, no frame skipped by the
+// fleet, no camera's last frame older than MaxLag, at most MaxFleetLate of the fleet's
+// frames late — and the ramp stops at the first step that fails them. After the run each
+// step's window is verified frame by frame through the API; the highest clean step is the
+// largest camera count of a step that, and every step before it, has clean counters and
+// zero lost frames.
+type Ramp struct {
+	Start  int      `yaml:"start"`
+	Step   int      `yaml:"step"`
+	Every  Duration `yaml:"every"`
+	Max    int      `yaml:"max"`
+	Settle Duration `yaml:"settle"` // default 10s (connection of the new cameras)
+	// MaxLag: a recording camera whose last frame is older than this is late. Default 2s.
+	MaxLag Duration `yaml:"max_lag"`
+	// MaxFleetLate: the largest fraction of the fleet's frames sent more than one frame
+	// interval late in a step before the step is invalid (the fleet, not the node, was
+	// short of CPU). Default 0.01.
+	MaxFleetLate float64 `yaml:"max_fleet_late"`
+	// Target: the verdict is PASS when the highest clean step reaches this many cameras
+	// (0: when the first step is clean).
+	Target int `yaml:"target"`
+}
+
+// Steps returns the camera count of each step.
+func (r *Ramp) Steps() []int {
+	var out []int
+	for n := r.Start; n <= r.Max && r.Step > 0; n += r.Step {
+		out = append(out, n)
+	}
+	if len(out) > 0 && out[len(out)-1] < r.Max {
+		out = append(out, r.Max)
+	}
+	return out
 }
 
 // Nodes says how many `vigie node` processes run and how.
@@ -65,11 +110,17 @@ type Nodes struct {
 	StartTimeout Duration `yaml:"start_timeout"`
 	// StopGrace is how long a node has to exit after SIGTERM before SIGKILL. Default 15s.
 	StopGrace Duration `yaml:"stop_grace"`
+	// CPUs pins every node process to these CPUs (taskset -c, e.g. "0" or "0-1,3") and
+	// sets GOMAXPROCS to their number (unless Env sets it). "" = not pinned.
+	CPUs string `yaml:"cpus"`
 }
 
 // Cameras says what the fleet serves.
 type Cameras struct {
 	Count int `yaml:"count"`
+	// Initial cameras are registered at the start (default Count; ramp.start with a
+	// ramp); add-cameras faults register more of the fleet's.
+	Initial int `yaml:"initial"`
 	// Bitrate in bit/s; 0 uses the embedded ~1 Mbit/s clips. Other values need ffmpeg.
 	Bitrate int `yaml:"bitrate"`
 	// Size of generated clips (WIDTHxHEIGHT), "" for the default.
@@ -84,6 +135,10 @@ type Cameras struct {
 	AltSize string `yaml:"alt_size"`
 	// RegisterTimeout bounds the wait until every camera records. Default 60s.
 	RegisterTimeout Duration `yaml:"register_timeout"`
+	// CPUs pins the fleet (it runs inside the runner: every thread of the runner) to these
+	// CPUs during the recording phase, with GOMAXPROCS their number; verification runs
+	// unpinned afterwards. "" = not pinned.
+	CPUs string `yaml:"cpus"`
 }
 
 // Fault kinds.
@@ -101,10 +156,13 @@ const (
 	FaultGarbage    = "garbage"    // cameras send Value garbage packets
 	FaultResolution = "resolution" // cameras switch resolution (needs cameras.alt_size)
 	FaultHTTP       = "http"       // any request: Method Path Body on the node's API
+	// FaultAddCameras registers more of the fleet's cameras through node 0, up to Cameras
+	// registered in all (the fleet serves cameras.count from the start).
+	FaultAddCameras = "add-cameras"
 )
 
 var faultKinds = []string{FaultKill, FaultRestart, FaultStop, FaultCont, FaultDrain, FaultAddNode, FaultFullDisk,
-	FaultFlipBytes, FaultStall, FaultDrop, FaultGarbage, FaultResolution, FaultHTTP}
+	FaultFlipBytes, FaultStall, FaultDrop, FaultGarbage, FaultResolution, FaultHTTP, FaultAddCameras}
 
 // Fault is one scheduled action.
 type Fault struct {
@@ -130,6 +188,8 @@ func (f Fault) String() string {
 	switch f.Action {
 	case FaultKill, FaultRestart, FaultStop, FaultCont, FaultDrain, FaultFullDisk, FaultFlipBytes, FaultHTTP:
 		s += fmt.Sprintf(" node %d (node-%d)", f.Node, f.Node+1)
+	case FaultAddCameras:
+		s += fmt.Sprintf(" up to %d", f.Cameras)
 	case FaultStall, FaultDrop, FaultGarbage, FaultResolution:
 		if f.Cameras == 0 {
 			s += " all cameras"
@@ -153,10 +213,21 @@ type Verify struct {
 	Tail Duration `yaml:"tail"`
 	// CheckSegments exports every listed segment on its own. Default true.
 	CheckSegments *bool `yaml:"check_segments"`
-	// Parallel exports at once. Default 4.
+	// ExportSegments exports every listed segment on its own as well (downloads the
+	// footage twice; see verify.CollectOptions). Default false: segments are checked on
+	// the window's exports.
+	ExportSegments bool `yaml:"export_segments"`
+	// Parallel cameras verified at once. Default 2 × GOMAXPROCS.
 	Parallel int `yaml:"parallel"`
 	// HiddenGapMin: see verify.Options. Default 500ms.
 	HiddenGapMin Duration `yaml:"hidden_gap_min"`
+	// FFprobeCheck: this many cameras, picked at random (Seed), have the verifier's
+	// exports counted again by ffprobe (see verify.ProbeCheck). 0 = no check.
+	FFprobeCheck int `yaml:"ffprobe_check"`
+	// FFprobeCount: "frames" (decode, default) or "packets" (demux only, for long runs).
+	FFprobeCount string `yaml:"ffprobe_count"`
+	// Seed of the ffprobe check's pick; 0 = from the clock (the report prints it).
+	Seed uint64 `yaml:"seed"`
 }
 
 // Load reads and checks a scenario file.
@@ -203,6 +274,12 @@ func (s *Scenario) EnsureDefaults() {
 	if s.Nodes.StopGrace == 0 {
 		s.Nodes.StopGrace = Duration(15 * time.Second)
 	}
+	if s.Cameras.Initial == 0 {
+		s.Cameras.Initial = s.Cameras.Count
+		if s.Ramp != nil && s.Ramp.Start > 0 {
+			s.Cameras.Initial = s.Ramp.Start
+		}
+	}
 	if s.Cameras.Tenants == 0 {
 		s.Cameras.Tenants = 1
 	}
@@ -226,7 +303,27 @@ func (s *Scenario) EnsureDefaults() {
 		s.Verify.CheckSegments = &t
 	}
 	if s.Verify.Parallel == 0 {
-		s.Verify.Parallel = 4
+		s.Verify.Parallel = verify.DefaultParallel()
+	}
+	if s.Verify.FFprobeCount == "" {
+		s.Verify.FFprobeCount = verify.ProbeFrames
+	}
+	if r := s.Ramp; r != nil {
+		if r.Max == 0 {
+			r.Max = s.Cameras.Count
+		}
+		if r.Settle == 0 {
+			r.Settle = Duration(10 * time.Second)
+		}
+		if r.MaxLag == 0 {
+			r.MaxLag = Duration(2 * time.Second)
+		}
+		if r.MaxFleetLate == 0 {
+			r.MaxFleetLate = 0.01
+		}
+		if n := len(r.Steps()); n > 0 {
+			s.Duration = Duration(time.Duration(n) * r.Every.D())
+		}
 	}
 	if s.Verify.HiddenGapMin == 0 {
 		s.Verify.HiddenGapMin = Duration(500 * time.Millisecond)
@@ -269,6 +366,9 @@ func (s *Scenario) Validate() error {
 	if s.Cameras.Count < 1 || s.Cameras.Count > 20000 {
 		errs = append(errs, model.Invalid("cameras.count", "%d, want 1 to 20000", s.Cameras.Count))
 	}
+	if s.Cameras.Initial < 1 || s.Cameras.Initial > s.Cameras.Count {
+		errs = append(errs, model.Invalid("cameras.initial", "%d, want 1 to cameras.count", s.Cameras.Initial))
+	}
 	for c, w := range s.Cameras.Codecs {
 		if c != simcam.CodecH264 && c != simcam.CodecH265 {
 			errs = append(errs, model.Invalid("cameras.codecs", "%q, want H264 or H265", c))
@@ -285,6 +385,43 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Verify.StartupGrace.D()+s.Verify.Tail.D() >= s.Duration.D() {
 		errs = append(errs, model.Invalid("verify", "startup_grace + tail (%v) leave nothing of duration %v to verify", s.Verify.StartupGrace.D()+s.Verify.Tail.D(), s.Duration.D()))
+	}
+	for key, l := range map[string]string{"nodes.cpus": s.Nodes.CPUs, "cameras.cpus": s.Cameras.CPUs} {
+		if l == "" {
+			continue
+		}
+		if _, err := ParseCPUList(l); err != nil {
+			errs = append(errs, model.Invalid(key, "%v", err))
+		}
+	}
+	if s.Verify.FFprobeCheck < 0 {
+		errs = append(errs, model.Invalid("verify.ffprobe_check", "%d, want ≥ 0 cameras", s.Verify.FFprobeCheck))
+	}
+	if s.Verify.FFprobeCount != verify.ProbeFrames && s.Verify.FFprobeCount != verify.ProbePackets {
+		errs = append(errs, model.Invalid("verify.ffprobe_count", "%q, want frames or packets", s.Verify.FFprobeCount))
+	}
+	if r := s.Ramp; r != nil {
+		if r.Start < 1 {
+			errs = append(errs, model.Invalid("ramp.start", "%d, want ≥ 1 camera", r.Start))
+		}
+		if r.Step < 1 {
+			errs = append(errs, model.Invalid("ramp.step", "%d, want ≥ 1 camera", r.Step))
+		}
+		if r.Max < r.Start || r.Max > s.Cameras.Count {
+			errs = append(errs, model.Invalid("ramp.max", "%d, want ramp.start (%d) to cameras.count (%d)", r.Max, r.Start, s.Cameras.Count))
+		}
+		if r.Every.D() < 10*time.Second {
+			errs = append(errs, model.Invalid("ramp.every", "%v, want ≥ 10s", r.Every.D()))
+		}
+		if r.Settle.D() >= r.Every.D() {
+			errs = append(errs, model.Invalid("ramp.settle", "%v leaves nothing of each step (every %v) to verify", r.Settle.D(), r.Every.D()))
+		}
+		if r.MaxFleetLate < 0 || r.MaxFleetLate > 1 {
+			errs = append(errs, model.Invalid("ramp.max_fleet_late", "%v, want a fraction 0 to 1", r.MaxFleetLate))
+		}
+		if len(s.Faults) > 0 {
+			errs = append(errs, model.Invalid("faults", "a ramp (capacity search) takes no faults"))
+		}
 	}
 	total := s.Nodes.Count + s.addedNodes()
 	for i, f := range s.Faults {
@@ -304,11 +441,43 @@ func (s *Scenario) Validate() error {
 		if f.Action == FaultResolution && s.Cameras.AltSize == "" {
 			errs = append(errs, model.Invalid(key+".action", "resolution needs cameras.alt_size (e.g. 320x180)"))
 		}
+		if f.Action == FaultAddCameras && f.Cameras < 1 {
+			errs = append(errs, model.Invalid(key+".cameras", "add-cameras needs the number of cameras registered in all after it (1 to cameras.count)"))
+		}
 		if f.Cameras < 0 || f.Cameras > s.Cameras.Count {
 			errs = append(errs, model.Invalid(key+".cameras", "%d, want 0 (all) to cameras.count", f.Cameras))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ParseCPUList reads a taskset-style CPU list ("0", "1,3", "0-2") of CPUs this machine has.
+func ParseCPUList(l string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, part := range strings.Split(l, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a {
+			return nil, fmt.Errorf("%q is not a CPU list such as 0, 1,3 or 0-2", l)
+		}
+		for c := a; c <= b; c++ {
+			if c >= runtime.NumCPU() {
+				return nil, fmt.Errorf("CPU %d: this machine has CPUs 0 to %d", c, runtime.NumCPU()-1)
+			}
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
 }
 
 func containsStr(l []string, s string) bool {

@@ -18,6 +18,22 @@
 // its result; a fault that cannot be carried out is "skipped: why" or "failed: why", and
 // listed among Result.Failures — the run goes on.
 //
+// # Capacity search (ramp) and pinning
+//
+// A ramp section registers cameras step by step (add-cameras, through the API) and stops
+// at the first step whose counters fail (cameras not recording, RTP packets lost,
+// reconnects, a camera's last frame too old, the fleet late); after the run every step's
+// window is verified frame by frame, from one download per camera, and Result.Ramp
+// gives the highest clean step. nodes.cpus pins the node processes (taskset -c,
+// GOMAXPROCS = the CPUs' number); cameras.cpus pins the runner itself — and so the
+// in-process fleet — during the recording phase (every thread's affinity, GOMAXPROCS),
+// and gives the CPUs back for verification.
+//
+// # Verification
+//
+// Every camera through the API (loadtest/verify), then the ffprobe check of
+// verify.ffprobe_check cameras on the exports the verifier kept (Result.Probe).
+//
 // # Multi-node
 //
 // Node arguments are a free-form list with placeholders ({raft_addr:0}, {all:raft_addr},

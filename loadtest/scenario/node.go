@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,8 +158,33 @@ func (n *nodeProc) start(ctx context.Context, bin string, sc *Scenario, all []*n
 	}
 	fmt.Fprintf(logf, "\n=== %s: %s %s\n", time.Now().Format(time.RFC3339), bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), sc.Nodes.Env...)
+	cpuList := sc.Nodes.CPUs
+	if cpuList == "" && sc.Cameras.CPUs != "" {
+		// The runner may be pinned to the fleet's CPUs, and a child inherits its
+		// affinity: give the node every CPU back.
+		cpuList = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
+	}
+	if cpuList != "" {
+		// Pinned: taskset execs vigie (same PID); GOMAXPROCS matches the CPUs given.
+		cpus, err := ParseCPUList(cpuList)
+		if err != nil {
+			logf.Close()
+			return fmt.Errorf("node %d: nodes.cpus: %w", n.index, err)
+		}
+		ts, err := exec.LookPath("taskset")
+		if err != nil {
+			logf.Close()
+			return fmt.Errorf("node %d: nodes.cpus needs taskset (util-linux): %w", n.index, err)
+		}
+		cmd = exec.Command(ts, append([]string{"-c", cpuList, bin}, args...)...)
+		cmd.Env = append(os.Environ(), sc.Nodes.Env...)
+		if sc.Nodes.CPUs != "" && !envHas(sc.Nodes.Env, "GOMAXPROCS") {
+			cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(len(cpus)))
+		}
+		fmt.Fprintf(logf, "=== pinned to CPUs %s (taskset -c)\n", cpuList)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a Ctrl-C in the terminal reaches the runner only, which then
 	// stops the nodes itself, in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -211,6 +237,15 @@ func (n *nodeProc) start(ctx context.Context, bin string, sc *Scenario, all []*n
 			return fmt.Errorf("node %d (%s): API %s did not answer within %v (last error: %v): see %s", n.index, n.id, n.base(), sc.Nodes.StartTimeout.D(), err, n.logPath)
 		}
 	}
+}
+
+func envHas(env []string, key string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, key+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // signal sends sig to the node's process; state is the node's state afterwards.
@@ -305,19 +340,41 @@ type healthSum struct {
 	Cameras, Recording int
 	BitrateBps         float64
 	FirstError         string
+	// PacketsLost and Reconnects add up the cameras' counters (cumulative).
+	PacketsLost, Reconnects uint64
+	// MaxLag is the age of the oldest last frame among recording cameras.
+	MaxLag time.Duration
+}
+
+// u64s decodes protojson's uint64 (a string) or a plain number.
+type u64s uint64
+
+func (n *u64s) UnmarshalJSON(b []byte) error {
+	v := strings.Trim(string(b), `"`)
+	if v == "" || v == "null" {
+		*n = 0
+		return nil
+	}
+	x, err := strconv.ParseUint(v, 10, 64)
+	*n = u64s(x)
+	return err
 }
 
 // health sums GET /v1/cameras:health over every page.
 func (n *nodeProc) health(ctx context.Context) (healthSum, error) {
 	var sum healthSum
 	tok := ""
+	now := time.Now()
 	for range 200 {
 		var page struct {
 			Health []struct {
-				Camera     string  `json:"camera_id"`
-				State      string  `json:"state"`
-				BitrateBps float64 `json:"bitrate_bps"`
-				LastError  string  `json:"last_error"`
+				Camera      string    `json:"camera_id"`
+				State       string    `json:"state"`
+				BitrateBps  float64   `json:"bitrate_bps"`
+				LastError   string    `json:"last_error"`
+				LastFrame   time.Time `json:"last_frame"`
+				PacketsLost u64s      `json:"packets_lost"`
+				Reconnects  u64s      `json:"reconnects"`
 			} `json:"health"`
 			Next string `json:"next_page_token"`
 		}
@@ -330,9 +387,14 @@ func (n *nodeProc) health(ctx context.Context) (healthSum, error) {
 		}
 		for _, h := range page.Health {
 			sum.Cameras++
+			sum.PacketsLost += uint64(h.PacketsLost)
+			sum.Reconnects += uint64(h.Reconnects)
 			if h.State == "recording" {
 				sum.Recording++
 				sum.BitrateBps += h.BitrateBps
+				if !h.LastFrame.IsZero() {
+					sum.MaxLag = max(sum.MaxLag, now.Sub(h.LastFrame))
+				}
 			} else if sum.FirstError == "" && h.LastError != "" {
 				sum.FirstError = h.Camera + ": " + h.LastError
 			}

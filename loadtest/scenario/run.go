@@ -58,6 +58,11 @@ type NodeSample struct {
 	IngestBps  float64       `json:"ingest_bps"`
 	HealthErr  string        `json:"health_error,omitempty"`
 	FirstError string        `json:"first_camera_error,omitempty"`
+	// PacketsLost and Reconnects add up the node's cameras' counters (cumulative); MaxLag
+	// is the age of the oldest last frame among its recording cameras.
+	PacketsLost uint64        `json:"packets_lost,omitempty"`
+	Reconnects  uint64        `json:"reconnects,omitempty"`
+	MaxLag      time.Duration `json:"max_lag,omitempty"`
 }
 
 // NodeResult is one node over the run.
@@ -90,6 +95,12 @@ type Result struct {
 	// registration refused, a fault that failed), each a sentence.
 	Failures []string  `json:"failures"`
 	Load     [2]string `json:"load"` // /proc/loadavg at start and end
+	// Probe is the independent ffprobe check (verify.ffprobe_check cameras), nil if none.
+	Probe *verify.ProbeCheck `json:"ffprobe_check,omitempty"`
+	// Ramp is the capacity search's steps (scenario ramp), nil if none.
+	Ramp *RampResult `json:"ramp,omitempty"`
+	// VerifyTime is how long verification took.
+	VerifyTime time.Duration `json:"verify_time"`
 }
 
 // runner holds the state of one run.
@@ -103,7 +114,13 @@ type runner struct {
 	res   *Result
 	t0    time.Time
 
-	mu sync.Mutex // guards res.Events, res.Failures, faults
+	tenantOf   map[string]string
+	regMu      sync.Mutex // serialises registrations
+	registered int        // cameras registered so far: cams[:registered] (regAt guarded by mu)
+	regAt      map[string]time.Time
+
+	mu       sync.Mutex // guards res.Events, res.Failures, faults, regAt, stepNote
+	stepNote string     // the ramp's step, for the progress line
 }
 
 func (r *runner) event(what, result string) {
@@ -181,9 +198,9 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 
 func (r *runner) run(ctx context.Context) (err error) {
 	sc := r.sc
-	// 1. Fleet, in-process.
-	var tenantOf map[string]string
-	r.cams, tenantOf = cameraList(sc.Cameras)
+	// 1. Fleet, in-process (pinned to cameras.cpus until verification).
+	r.cams, r.tenantOf = cameraList(sc.Cameras)
+	r.regAt = map[string]time.Time{}
 	r.progressf("preparing %d cameras (%v, bitrate %s)…", len(r.cams), sc.Cameras.Codecs, bitrateStr(sc.Cameras.Bitrate))
 	r.fl, err = fleet.New(ctx, fleet.Config{Host: "127.0.0.1", Cameras: r.cams, Bitrate: sc.Cameras.Bitrate,
 		Size: sc.Cameras.Size, AltSize: sc.Cameras.AltSize, ClipDir: r.opt.ClipDir, Logger: r.opt.Logger})
@@ -202,6 +219,18 @@ func (r *runner) run(ctx context.Context) (err error) {
 		}
 	}
 	defer stopFleet()
+	unpin := func() {}
+	if sc.Cameras.CPUs != "" {
+		cpus, _ := ParseCPUList(sc.Cameras.CPUs) // validated
+		u, err := pinSelf(cpus)
+		if err != nil {
+			r.event("pin the fleet to CPUs "+sc.Cameras.CPUs, "failed: "+err.Error())
+		} else {
+			unpin = u
+			r.event("pin the fleet to CPUs "+sc.Cameras.CPUs, fmt.Sprintf("ok (the runner's threads, GOMAXPROCS %d)", len(cpus)))
+		}
+	}
+	defer func() { unpin() }()
 
 	// 2. Nodes: addresses for every node the scenario will ever run, then start the
 	// initial ones.
@@ -236,7 +265,7 @@ func (r *runner) run(ctx context.Context) (err error) {
 	}
 
 	// 3. Registration through node 0.
-	if err := r.register(ctx, tenantOf); err != nil {
+	if err := r.registerUpTo(ctx, sc.Cameras.Initial); err != nil {
 		return err
 	}
 	r.t0 = time.Now()
@@ -244,16 +273,24 @@ func (r *runner) run(ctx context.Context) (err error) {
 	r.checkCluster(ctx)
 	r.waitRecording(ctx)
 
-	// 4. The timed phase.
-	end := r.t0.Add(sc.Duration.D())
-	r.timedPhase(ctx, end)
-	r.res.Ended = time.Now()
-	r.res.Window = verify.Interval{Start: r.t0.Add(sc.Verify.StartupGrace.D()), End: r.res.Ended.Add(-sc.Verify.Tail.D())}
+	// 4. The timed phase (or the ramp's steps).
+	if sc.Ramp != nil {
+		r.rampPhase(ctx)
+		r.res.Ended = time.Now()
+		r.res.Window = verify.Interval{Start: r.t0.Add(sc.Ramp.Settle.D()), End: r.res.Ended.Add(-sc.Verify.Tail.D())}
+	} else {
+		end := r.t0.Add(sc.Duration.D())
+		r.timedPhase(ctx, end)
+		r.res.Ended = time.Now()
+		r.res.Window = verify.Interval{Start: r.t0.Add(sc.Verify.StartupGrace.D()), End: r.res.Ended.Add(-sc.Verify.Tail.D())}
+	}
 	states := map[string]fleet.CameraState{}
 	for _, c := range r.cams {
 		states[c.ID], _ = r.fl.Camera(c.ID)
 	}
 	stopFleet()
+	unpin()
+	unpin = func() {}
 
 	// 5. Verify through the API of a node that is up.
 	if ctx.Err() != nil {
@@ -277,7 +314,41 @@ func (r *runner) progressf(format string, args ...any) {
 	}
 }
 
-func (r *runner) register(ctx context.Context, tenantOf map[string]string) error {
+// registerUpTo registers cameras through node 0 until n are registered (the tenants
+// first, on the first call).
+func (r *runner) registerUpTo(ctx context.Context, n int) error {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	n = min(n, len(r.cams))
+	if n <= r.registered {
+		return nil
+	}
+	if r.registered == 0 {
+		if err := r.createTenants(ctx); err != nil {
+			return err
+		}
+	}
+	batch := r.cams[r.registered:n]
+	if err := r.importCameras(ctx, batch); err != nil {
+		return err
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for _, c := range batch {
+		r.regAt[c.ID] = now
+	}
+	r.mu.Unlock()
+	r.registered = n
+	return nil
+}
+
+func (r *runner) registeredCount() int {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	return r.registered
+}
+
+func (r *runner) createTenants(ctx context.Context) error {
 	n := r.nodes[0]
 	for t := range r.sc.Cameras.Tenants {
 		id := fmt.Sprintf("t%02d", t+1)
@@ -286,19 +357,24 @@ func (r *runner) register(ctx context.Context, tenantOf map[string]string) error
 			return fmt.Errorf("create tenant %s: %w", id, err)
 		}
 	}
+	return nil
+}
+
+func (r *runner) importCameras(ctx context.Context, batch []fleet.Camera) error {
+	n := r.nodes[0]
 	type cam struct {
 		ID     string `json:"id"`
 		Tenant string `json:"tenant"`
 		URL    string `json:"url"`
 	}
 	var cams []cam
-	for _, c := range r.cams {
-		cams = append(cams, cam{ID: c.ID, Tenant: tenantOf[c.ID], URL: r.fl.URL(c.ID)})
+	for _, c := range batch {
+		cams = append(cams, cam{ID: c.ID, Tenant: r.tenantOf[c.ID], URL: r.fl.URL(c.ID)})
 	}
 	if err := n.call(ctx, http.MethodPost, "/v1/cameras:import", map[string]any{"cameras": cams}, nil); err != nil {
 		return fmt.Errorf("import %d cameras through node 0: %w", len(cams), err)
 	}
-	r.progressf("registered %d cameras in %d tenants through %s", len(cams), r.sc.Cameras.Tenants, n.id)
+	r.progressf("registered %d cameras (%s … %s) through %s", len(cams), batch[0].ID, batch[len(batch)-1].ID, n.id)
 	return nil
 }
 
@@ -341,7 +417,7 @@ func (r *runner) waitRecording(ctx context.Context) {
 				}
 			}
 		}
-		if rec >= len(r.cams) {
+		if rec >= r.registeredCount() {
 			r.event("all cameras recording", "ok")
 			return
 		}
@@ -416,6 +492,7 @@ func (r *runner) sample(ctx context.Context, now time.Time) {
 					s.HealthErr = err.Error()
 				}
 				s.Cameras, s.Recording, s.IngestBps, s.FirstError = h.Cameras, h.Recording, h.BitrateBps, h.FirstError
+				s.PacketsLost, s.Reconnects, s.MaxLag = h.PacketsLost, h.Reconnects, h.MaxLag
 			}
 			out[i] = s
 		})
@@ -461,9 +538,15 @@ func (r *runner) printProgress(now, end time.Time, faults []Fault, next int) {
 	if st.FramesSkipped > 0 || st.LateFrames > 0 {
 		fmt.Fprintf(&b, " LATE %d skipped %d", st.LateFrames, st.FramesSkipped)
 	}
-	if next < len(faults) {
+	r.mu.Lock()
+	note := r.stepNote
+	r.mu.Unlock()
+	switch {
+	case note != "":
+		fmt.Fprintf(&b, " | %s", note)
+	case next < len(faults):
 		fmt.Fprintf(&b, " | next: %s at %v", faults[next], faults[next].At.D())
-	} else {
+	default:
 		b.WriteString(" | no more faults")
 	}
 	fmt.Fprintln(r.opt.Progress, b.String())
@@ -555,6 +638,8 @@ func (r *runner) apply(ctx context.Context, f Fault) {
 			err = flipBytes(path, size, f.Bytes)
 			what += fmt.Sprintf(" (%d bytes of %s)", f.Bytes, path)
 		}
+	case FaultAddCameras:
+		err = r.registerUpTo(ctx, f.Cameras)
 	case FaultStall, FaultDrop, FaultGarbage, FaultResolution:
 		q := url.Values{}
 		action := map[string]string{FaultStall: fleet.ActionStall, FaultDrop: fleet.ActionDrop, FaultGarbage: fleet.ActionGarbage, FaultResolution: fleet.ActionResolution}[f.Action]
@@ -665,7 +750,8 @@ func (r *runner) stopNodes() {
 	}
 }
 
-// verify reads every camera back through the API and analyses it.
+// verify reads every registered camera back through the API and analyses it as soon as
+// it is read (bounded memory), then runs the ffprobe check on the exports it kept.
 func (r *runner) verify(states map[string]fleet.CameraState) {
 	var api *nodeProc
 	for _, n := range r.nodes {
@@ -678,13 +764,12 @@ func (r *runner) verify(states map[string]fleet.CameraState) {
 		r.fail("verification: no node is up to answer the API")
 		return
 	}
-	ids := r.cameraSubset(0)
-	r.progressf("verifying %d cameras through %s (window %s – %s)…", len(ids), api.id,
-		r.res.Window.Start.Format("15:04:05"), r.res.Window.End.Format("15:04:05"))
+	ids := r.cameraSubset(r.registeredCount())
+	vs := r.sc.Verify
+	r.progressf("verifying %d cameras through %s (window %s – %s, %d at once)…", len(ids), api.id,
+		r.res.Window.Start.Format("15:04:05"), r.res.Window.End.Format("15:04:05"), vs.Parallel)
 	t := time.Now()
 	src := &verify.API{Base: api.base(), HTTP: &http.Client{Timeout: 5 * time.Minute}}
-	inputs := verify.CollectAll(context.Background(), src, ids, r.res.Window,
-		verify.CollectOptions{CheckSegments: *r.sc.Verify.CheckSegments}, r.sc.Verify.Parallel)
 	var faults []verify.Fault
 	for _, e := range r.res.Events {
 		for _, k := range []string{FaultKill, FaultStop, FaultDrain, FaultFullDisk} {
@@ -694,20 +779,118 @@ func (r *runner) verify(states map[string]fleet.CameraState) {
 			}
 		}
 	}
-	for i := range inputs {
-		st := states[ids[i]]
-		var stalls []verify.Interval
-		for _, s := range st.Stalls {
-			end := s.End
-			if end.IsZero() {
-				end = r.res.Ended.Add(time.Hour)
-			}
-			stalls = append(stalls, verify.Interval{Start: s.Start, End: end})
+	// The ffprobe check's cameras keep their window exports.
+	var picked map[string]bool
+	seed := vs.Seed
+	keepDir := filepath.Join(r.opt.Dir, "ffprobe")
+	if vs.FFprobeCheck > 0 {
+		if seed == 0 {
+			seed = uint64(time.Now().UnixNano())
 		}
-		inputs[i].Sent = verify.Sent{Frame0: st.Frame0, FPS: st.FPS, FramesSent: st.FramesSent, Stalls: stalls}
-		inputs[i].Faults = faults
-		r.res.Cameras = append(r.res.Cameras, verify.Analyze(inputs[i], verify.Options{HiddenGapMin: r.sc.Verify.HiddenGapMin.D()}))
+		picked = map[string]bool{}
+		for _, id := range verify.PickCameras(ids, vs.FFprobeCheck, seed) {
+			picked[id] = true
+		}
+		if err := os.MkdirAll(keepDir, 0o755); err != nil {
+			r.fail("ffprobe check: %v", err)
+		}
 	}
+	// Each camera's window starts StartupGrace after its registration (a ramp's camera:
+	// Settle after its step's start), never before the run's window.
+	windowOf := func(id string) verify.Interval {
+		r.mu.Lock()
+		reg := r.regAt[id]
+		r.mu.Unlock()
+		grace := vs.StartupGrace.D()
+		if r.sc.Ramp != nil {
+			grace = r.sc.Ramp.Settle.D()
+		}
+		w := r.res.Window
+		if s := reg.Add(grace); s.After(w.Start) {
+			w.Start = s
+		}
+		return w
+	}
+	reports := make([]verify.CameraReport, len(ids))
+	var targets []verify.ProbeTarget
+	var mu sync.Mutex
+	opt := verify.Options{HiddenGapMin: vs.HiddenGapMin.D()}
+	copt := verify.CollectOptions{CheckSegments: *vs.CheckSegments, ExportSegments: vs.ExportSegments,
+		Keep: func(c string) bool { return picked[c] }, KeepDir: keepDir}
+	// Each camera is read over its own window: CollectEach takes one window, so run it
+	// per distinct window (one for a plain run, one per ramp step's new cameras).
+	groups := map[verify.Interval][]int{}
+	var order []verify.Interval
+	for i, id := range ids {
+		w := windowOf(id)
+		if _, ok := groups[w]; !ok {
+			order = append(order, w)
+		}
+		groups[w] = append(groups[w], i)
+	}
+	for _, w := range order {
+		idx := groups[w]
+		gids := make([]string, len(idx))
+		for k, i := range idx {
+			gids[k] = ids[i]
+		}
+		if !w.Start.Before(w.End) {
+			for _, i := range idx {
+				reports[i] = verify.CameraReport{Camera: ids[i], Window: w, Problems: []string{"registered too late: nothing of its window to verify"}}
+			}
+			continue
+		}
+		verify.CollectEach(context.Background(), src, gids, w, copt, vs.Parallel, func(k int, in verify.Input) {
+			i := idx[k]
+			in.Sent = r.sentOf(states[ids[i]])
+			in.Faults = faults
+			rep := verify.Analyze(in, opt)
+			r.rampAnalyze(in, opt)
+			mu.Lock()
+			defer mu.Unlock()
+			reports[i] = rep
+			if picked[ids[i]] {
+				targets = append(targets, verify.ProbeTarget{Camera: ids[i], Window: in.Window, Sent: in.Sent, Files: in.Files, Recorded: rep.Recorded})
+			}
+		})
+	}
+	r.res.Cameras = reports
 	r.res.Summary = verify.Summarize(r.res.Cameras)
-	r.progressf("verified in %v", time.Since(t).Round(time.Millisecond))
+	r.res.VerifyTime = time.Since(t)
+	r.progressf("verified in %v", r.res.VerifyTime.Round(time.Millisecond))
+	r.rampFinish()
+	if vs.FFprobeCheck > 0 {
+		sort.Slice(targets, func(i, j int) bool { return targets[i].Camera < targets[j].Camera })
+		var names []string
+		for _, t := range targets {
+			names = append(names, t.Camera)
+		}
+		r.progressf("ffprobe check: %d cameras picked with seed %d: %s", len(targets), seed, strings.Join(names, ", "))
+		pc := verify.RunProbeCheck(context.Background(), vs.FFprobeCount, seed, vs.FFprobeCheck, targets)
+		r.res.Probe = &pc
+		if pc.Skipped != "" {
+			r.progressf("ffprobe check skipped: %s", pc.Skipped)
+		}
+		for _, c := range pc.Cameras {
+			verdict := "agree"
+			if !c.Agree {
+				verdict = "DISAGREE: " + c.Why
+			}
+			r.progressf("  %s: ffprobe %d %s, verifier parsed %d (%d outside the window), window frames %d, verifier recorded %d: %s",
+				c.Camera, c.FFprobe, pc.Mode, c.Parsed, c.Outside, c.WindowFrames, c.Recorded, verdict)
+		}
+	}
+}
+
+// sentOf turns the fleet's state of a camera into what the verifier expects.
+func (r *runner) sentOf(st fleet.CameraState) verify.Sent {
+	var stalls []verify.Interval
+	for _, s := range st.Stalls {
+		end := s.End
+		if end.IsZero() {
+			end = r.res.Ended.Add(time.Hour)
+		}
+		stalls = append(stalls, verify.Interval{Start: s.Start, End: end})
+	}
+	return verify.Sent{Frame0: st.Frame0, FPS: st.FPS, FramesSent: st.FramesSent, Stalls: stalls}
 }

@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,6 +85,30 @@ func TestDefaultsAndCameraMix(t *testing.T) {
 	}
 }
 
+func TestRampSteps(t *testing.T) {
+	sc, err := Parse([]byte("name: x\nnodes: {count: 1, cpus: \"0\"}\ncameras: {count: 70, cpus: \"0\"}\nramp: {start: 20, step: 20, every: 20s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20, 40, 60 and the last step at cameras.count.
+	if got := fmt.Sprint(sc.Ramp.Steps()); got != "[20 40 60 70]" {
+		t.Errorf("steps %s, want [20 40 60 70]", got)
+	}
+	if sc.Duration.D() != 80*time.Second || sc.Cameras.Initial != 20 || sc.Ramp.Max != 70 || sc.Ramp.Settle.D() != 10*time.Second {
+		t.Errorf("duration %v initial %d max %d settle %v: want 4 steps × 20s, 20 cameras first, max = cameras.count, settle 10s",
+			sc.Duration.D(), sc.Cameras.Initial, sc.Ramp.Max, sc.Ramp.Settle.D())
+	}
+	_, err = Parse([]byte("name: x\nnodes: {cpus: \"0-99\"}\ncameras: {count: 10, cpus: \"x\"}\nramp: {start: 0, step: 0, every: 5s, max: 11, settle: 6s}\nfaults: [{at: 1s, action: drop}]\n"))
+	for _, want := range []string{"nodes.cpus", "this machine has CPUs", "cameras.cpus", "ramp.start", "ramp.step", "ramp.max", "ramp.every", "ramp.settle", "takes no faults"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %q", err, want)
+		}
+	}
+	if l, err := ParseCPUList("0,0-1"); err != nil || fmt.Sprint(l) != "[0 1]" {
+		t.Errorf("ParseCPUList(0,0-1) = %v, %v", l, err)
+	}
+}
+
 func TestExpandPlaceholders(t *testing.T) {
 	a := &nodeProc{index: 0, id: "node-1", dataDir: "/d1", addrs: map[string]string{"raft_addr": "127.0.0.1:7000", "http_addr": "127.0.0.1:8080"}}
 	b := &nodeProc{index: 1, id: "node-2", dataDir: "/d2", addrs: map[string]string{"raft_addr": "127.0.0.2:7000", "http_addr": "127.0.0.2:8080"}}
@@ -126,7 +151,7 @@ nodes: {count: 1, args: ["--no-sync"]}
 cameras: {count: 3}
 duration: 14s
 faults: [{at: 10s, action: drop, cameras: 1}]
-verify: {startup_grace: 8s, tail: 2s}
+verify: {startup_grace: 8s, tail: 2s, ffprobe_check: 2, seed: 7}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +177,18 @@ verify: {startup_grace: 8s, tail: 2s}
 		for _, r := range c.LossRuns {
 			if r.Kind != "gap" && r.Kind != "dropped" {
 				t.Errorf("%s: loss run %+v not explained by the timeline", c.Camera, r)
+			}
+		}
+	}
+	// The independent check: ffprobe counts the frames of 2 cameras' exports (the files the
+	// verifier parsed) and agrees with the verifier.
+	if p := res.Probe; p == nil || p.Skipped != "" || len(p.Cameras) != 2 {
+		t.Errorf("ffprobe check %+v: want 2 cameras checked", p)
+	} else {
+		for _, c := range p.Cameras {
+			t.Logf("ffprobe %+v", c)
+			if !c.Agree || c.FFprobe != c.Parsed || c.WindowFrames != c.Recorded || c.Recorded == 0 || c.Outside == 0 {
+				t.Errorf("ffprobe check of %s: %+v", c.Camera, c)
 			}
 		}
 	}

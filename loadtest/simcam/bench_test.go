@@ -22,6 +22,12 @@ func rawPlay(addr, camera string) (net.Conn, *bufio.Reader, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return rawPlayOn(conn, addr, camera, 0)
+}
+
+// rawPlayOn plays camera over conn, asking for RTP on interleaved channel ch (RTCP on
+// ch+1).
+func rawPlayOn(conn net.Conn, addr, camera string, ch int) (net.Conn, *bufio.Reader, error) {
 	br := bufio.NewReaderSize(conn, 64<<10)
 	tp := textproto.NewReader(br)
 	url := "rtsp://" + addr + "/" + camera
@@ -57,7 +63,7 @@ func rawPlay(addr, camera string) (net.Conn, *bufio.Reader, error) {
 	if _, err := do("DESCRIBE", url, "Accept: application/sdp\r\n"); err != nil {
 		return fail(err)
 	}
-	hdr, err := do("SETUP", url+"/trackID=0", "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")
+	hdr, err := do("SETUP", url+"/trackID=0", fmt.Sprintf("Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d\r\n", ch, ch+1))
 	if err != nil {
 		return fail(err)
 	}
@@ -70,27 +76,65 @@ func rawPlay(addr, camera string) (net.Conn, *bufio.Reader, error) {
 
 // BenchmarkCameras serves N cameras, each played by one reader over RTSP/TCP on loopback,
 // for b.N seconds, and reports the process CPU per camera-second (server and the trivial
-// in-process readers together), with and without write batching.
+// in-process readers together), on the direct write path and on gortsplib's.
 //
 //	go test ./loadtest/simcam -run '^$' -bench Cameras -benchtime 5x
 func BenchmarkCameras(b *testing.B) {
 	for _, c := range []struct {
-		n     int
-		batch bool
+		n      int
+		direct bool
 	}{{200, true}, {200, false}, {1000, true}} {
-		b.Run(fmt.Sprintf("cameras=%d/batch=%v", c.n, c.batch), func(b *testing.B) {
-			benchCameras(b, c.n, c.batch)
+		path := map[bool]string{true: "direct", false: "gortsplib"}[c.direct]
+		b.Run(fmt.Sprintf("cameras=%d/path=%s", c.n, path), func(b *testing.B) {
+			benchCameras(b, c.n, c.direct)
 		})
 	}
 }
 
-func benchCameras(b *testing.B, n int, batch bool) {
+// BenchmarkSendFrame measures the scheduler's own cost per frame on the direct path (build
+// the frame, one write syscall to one reader), without the readers: a CPU profile of it
+// (-cpuprofile) shows what a frame costs the fleet.
+//
+//	go test ./loadtest/simcam -run '^$' -bench SendFrame -cpuprofile cpu.out
+func BenchmarkSendFrame(b *testing.B) {
+	s, err := New(Config{Addr: "127.0.0.1:0", Cameras: []string{"cam"}, Logger: slog.New(slog.DiscardHandler), Workers: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	conn, br, err := rawPlay(s.Addr(), "cam")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	go io.Copy(io.Discard, br) //nolint:errcheck
+	for s.Stats().Readers == 0 || !(*s.cams[0].direct.Load())[0].active.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	s.cancel() // stop the scheduler: the benchmark sends the frames itself
+	s.wg.Wait()
+	c := s.cams[0]
+	var scratch []byte
+	var bytes int
+	b.ResetTimer()
+	for i := range b.N {
+		k := uint64(i)
+		s.sendFrame(c, k, time.Now(), &scratch)
+		bytes += len(scratch)
+	}
+	b.SetBytes(int64(bytes / max(b.N, 1)))
+}
+
+func benchCameras(b *testing.B, n int, direct bool) {
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("cam-%04d", i)
 	}
 	cfg := Config{Addr: "127.0.0.1:0", Cameras: ids, Logger: slog.New(slog.DiscardHandler)}
-	if !batch {
+	if !direct {
 		cfg.FlushInterval = -1
 	}
 	s, err := New(cfg)

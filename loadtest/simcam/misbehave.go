@@ -161,6 +161,22 @@ func (s *Server) writeGarbage(c *camera, g int) {
 	}
 }
 
+// appendGarbage appends g interleaved RTP packets of random bytes with timestamp ts (the
+// frame about to be sent) to b: the direct path's writeGarbage.
+func (s *Server) appendGarbage(b []byte, c *camera, ch byte, ts uint32, g int) []byte {
+	var p [1024]byte
+	for range g {
+		n := 64 + rand.IntN(900)
+		for i := range p[:n] {
+			p[i] = byte(rand.Uint32())
+		}
+		b = appendRTP(b, ch, false, c.seq, ts, c.ssrc, p[:n])
+		c.seq++
+		s.garbage.Add(1)
+	}
+	return b
+}
+
 // FrameTime returns when frame number frame (as carried in its tag, so counting from
 // Config.StartFrame) of camera is scheduled: the time Start was called, plus the camera's
 // phase offset, plus frame/FPS. ok is false for an unknown camera or before Start.
@@ -183,11 +199,12 @@ var LatenessBounds = []time.Duration{
 	time.Second,
 }
 
-// Lateness is a histogram of how late each frame was handed to gortsplib compared with its
-// schedule (Start + phase offset + k/FPS), for frames actually sent (not while stalled).
-// Counts[i] counts frames at most LatenessBounds[i] late (and more than the previous
-// bound); Counts[len(LatenessBounds)] counts the rest. The write batcher adds up to
-// Config.FlushInterval after that, not included.
+// Lateness is a histogram of how late each frame was sent compared with its schedule
+// (Start + phase offset + k/FPS), for frames actually sent (not while stalled). "Sent" is
+// when the frame's write syscall to its readers returned (direct path), when it was
+// handed to gortsplib's queues (gortsplib path), or when its counter moved (a camera
+// without reader). Counts[i] counts frames at most LatenessBounds[i] late (and more than
+// the previous bound); Counts[len(LatenessBounds)] counts the rest.
 type Lateness struct {
 	Counts []uint64
 	Max    time.Duration

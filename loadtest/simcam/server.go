@@ -17,6 +17,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/pion/rtp"
 
 	"github.com/vigie-vms/vigie/loadtest/sei"
@@ -44,12 +45,18 @@ type Config struct {
 	// Workers is the number of goroutines that write the frames of one phase in parallel.
 	// Default GOMAXPROCS.
 	Workers int
-	// FlushInterval batches the TCP writes of each connection: interleaved RTP/RTCP
-	// packets wait at most this long and leave in one syscall. Negative disables batching
-	// (one syscall per packet, gortsplib's behaviour). Default 2ms.
+	// FlushInterval chooses the write path. Positive (the default) selects the direct
+	// path (direct.go): each frame leaves for each reader in one non-blocking write
+	// syscall as soon as it is built; the value itself no longer matters (it was the
+	// period of a write batcher the direct path made useless). Negative sends every packet
+	// through gortsplib's ServerStream, one allocation, queue hop and syscall per packet and
+	// reader: several times the CPU, kept for comparison (BenchmarkCameras).
 	FlushInterval time.Duration
-	// WriteQueueSize is gortsplib's per-reader queue of outgoing packets (a power of two).
-	// Default 512: an IDR of the default clip is about 30 packets.
+	// WriteQueueSize bounds what waits for a slow reader, in packets (a power of two):
+	// gortsplib's per-reader queue on the gortsplib path, WriteQueueSize × 1472 bytes of
+	// backlog on the direct path. Beyond it, packets (direct path: whole frames) are
+	// dropped for that reader only. Default 512: an IDR of the default clip is about 30
+	// packets.
 	WriteQueueSize int
 	// AltClip, when set, is a second clip (same codec and frame rate, typically another
 	// resolution) that SetAltClip switches a camera to, at its next IDR. nil disables
@@ -129,8 +136,14 @@ type Stats struct {
 	// FramesSkipped counts frames never emitted because the simulator fell more than a
 	// second behind (it is overloaded): their numbers are missing from the streams.
 	FramesSkipped uint64
+	// FramesBehind counts frames due by the time of the snapshot and not sent yet (the
+	// scheduler's backlog; at most a second's worth, beyond that they are skipped). Over
+	// a window, frames due = sent + skipped + stalled + the change in FramesBehind: no
+	// frame goes missing uncounted.
+	FramesBehind uint64
 	// PacketsDropped counts RTP packets not delivered to a reader whose write queue was
-	// full (a slow reader); other readers are not affected.
+	// full (a slow reader); other readers are not affected. On the direct path whole
+	// frames are dropped, and their packets counted here.
 	PacketsDropped uint64
 	// Lateness is the histogram of how late frames were handed to gortsplib compared with
 	// their schedule (see Lateness).
@@ -152,11 +165,12 @@ type Server struct {
 	phase [][]*camera // cameras of each phase
 
 	rtsp    *gortsplib.Server
-	batch   *batcher
+	direct  bool     // the direct write path (direct.go), not gortsplib's stream
+	scratch [][]byte // per worker: the frame being built (direct path)
 	addr    atomic.Pointer[string]
 	ready   atomic.Bool
 	start   time.Time
-	next    []uint64 // per phase: next frame index to send
+	next    []atomic.Uint64 // per phase: next frame index to send (written by the scheduler)
 	skipped atomic.Uint64
 	dropped atomic.Uint64
 	late    lateness
@@ -184,20 +198,52 @@ type camera struct {
 
 	stream  *gortsplib.ServerStream
 	media   *description.Media
+	ssrc    uint32                    // the stream's SSRC, as announced in SETUP
+	direct  atomic.Pointer[[]*reader] // playing readers on the direct path (copy on write)
 	readers atomic.Int64
 	sent    atomic.Uint64
 	stalled atomic.Bool
 	misbehaviour
 
 	// touched only by the scheduler worker that owns the camera for a tick
-	seq    uint16
-	tsBase uint32
-	pkt    rtp.Packet
-	sei    []byte
+	seq     uint16
+	tsBase  uint32
+	pkt     rtp.Packet
+	sei     []byte
+	packets uint32 // RTP packets and payload octets sent, for sender reports
+	octets  uint32
+}
+
+func (c *camera) addReader(r *reader) {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	var list []*reader
+	if old := c.direct.Load(); old != nil {
+		list = append(list, *old...)
+	}
+	list = append(list, r)
+	c.direct.Store(&list)
+}
+
+func (c *camera) removeReader(r *reader) {
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	old := c.direct.Load()
+	if old == nil {
+		return
+	}
+	list := make([]*reader, 0, len(*old))
+	for _, o := range *old {
+		if o != r {
+			list = append(list, o)
+		}
+	}
+	c.direct.Store(&list)
 }
 
 type sessionData struct {
 	cam     *camera
+	rd      *reader // direct path
 	playing atomic.Bool
 	warned  atomic.Bool
 }
@@ -239,12 +285,13 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger.With(slog.String("component", "simcam")),
-		clip:  clip,
-		byID:  make(map[string]*camera, len(cfg.Cameras)),
-		phase: make([][]*camera, cfg.Phases),
-		next:  make([]uint64, cfg.Phases),
+		cfg:    cfg,
+		log:    cfg.Logger.With(slog.String("component", "simcam")),
+		clip:   clip,
+		byID:   make(map[string]*camera, len(cfg.Cameras)),
+		phase:  make([][]*camera, cfg.Phases),
+		next:   make([]atomic.Uint64, cfg.Phases),
+		direct: cfg.FlushInterval > 0,
 	}
 	var err error
 	if s.aus, err = packetize(clip); err != nil {
@@ -285,8 +332,8 @@ func (s *Server) listen(network, address string) (net.Listener, error) {
 	}
 	a := ln.Addr().String()
 	s.addr.Store(&a)
-	if s.batch != nil {
-		return &batchListener{Listener: ln, b: s.batch}, nil
+	if s.direct {
+		return directListener{Listener: ln}, nil
 	}
 	return ln, nil
 }
@@ -307,13 +354,8 @@ func (s *Server) newDescription() *description.Session {
 // Start listens and starts every camera: frame 0 of each leaves now (plus its phase
 // offset), whether or not anyone reads it.
 func (s *Server) Start() error {
-	if s.cfg.FlushInterval > 0 {
-		s.batch = newBatcher(s.cfg.FlushInterval)
-	}
+	s.scratch = make([][]byte, s.cfg.Workers)
 	if err := s.rtsp.Start(); err != nil {
-		if s.batch != nil {
-			s.batch.close()
-		}
 		return fmt.Errorf("simcam: listen on %s: %w", s.cfg.Addr, err)
 	}
 	for _, c := range s.cams {
@@ -323,6 +365,9 @@ func (s *Server) Start() error {
 			return fmt.Errorf("simcam: camera %q: %w", c.id, err)
 		}
 		c.media = c.stream.Desc.Medias[0]
+		for _, f := range c.stream.Stats().Medias[c.media].Formats {
+			c.ssrc = f.LocalSSRC
+		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.start = time.Now()
@@ -341,7 +386,7 @@ func (s *Server) Start() error {
 
 // Close stops the cameras, disconnects readers and stops listening. Shutdown order: the
 // scheduler first (no more writes), then the streams (their sessions close), then the
-// RTSP server, then the write batcher.
+// RTSP server.
 func (s *Server) Close() {
 	s.closed.Do(func() {
 		s.ready.Store(false)
@@ -355,9 +400,6 @@ func (s *Server) Close() {
 			}
 		}
 		s.rtsp.Close()
-		if s.batch != nil {
-			s.batch.close()
-		}
 		st := s.Stats()
 		s.log.Info("simulated cameras stopped",
 			slog.Uint64("frames_sent", st.FramesSent),
@@ -402,7 +444,7 @@ func (s *Server) SetStalled(camera string, stalled bool) bool {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Cameras: len(s.cams), FramesSkipped: s.skipped.Load(), PacketsDropped: s.dropped.Load(),
+	st := Stats{Cameras: len(s.cams), FramesBehind: s.behind(time.Now()), FramesSkipped: s.skipped.Load(), PacketsDropped: s.dropped.Load(),
 		Lateness: s.late.snapshot(), GarbagePackets: s.garbage.Load(), SessionsDropped: s.kicked.Load()}
 	for _, c := range s.cams {
 		st.FramesSent += c.sent.Load()
@@ -451,7 +493,7 @@ func (s *Server) tick(now time.Time) {
 			continue
 		}
 		due := uint64(elapsed-off)*fps/uint64(time.Second) + 1 // frames 0..due-1 are due
-		next := s.next[p]
+		next := s.next[p].Load()
 		if due <= next {
 			continue
 		}
@@ -464,9 +506,31 @@ func (s *Server) tick(now time.Time) {
 		}
 		for k := next; k < due; k++ {
 			s.sendPhase(p, k)
+			s.next[p].Store(k + 1)
 		}
-		s.next[p] = due
 	}
+}
+
+// behind returns how many frames are due by now but not sent yet, over all cameras: the
+// scheduler's backlog (it sends them late, or skips and counts them past a second).
+func (s *Server) behind(now time.Time) uint64 {
+	if s.start.IsZero() {
+		return 0
+	}
+	elapsed := now.Sub(s.start)
+	fps := uint64(s.clip.FPS)
+	var n uint64
+	for p := range s.cfg.Phases {
+		off := s.frameTime(p, 0)
+		if elapsed < off {
+			continue
+		}
+		due := uint64(elapsed-off)*fps/uint64(time.Second) + 1
+		if next := s.next[p].Load(); due > next {
+			n += (due - next) * uint64(len(s.phase[p]))
+		}
+	}
+	return n
 }
 
 // sendPhase sends frame k of every camera of phase p, split over the workers.
@@ -479,9 +543,10 @@ func (s *Server) sendPhase(p int, k uint64) {
 		var wg sync.WaitGroup
 		for i := 0; i < len(cams); i += chunk {
 			part := cams[i:min(i+chunk, len(cams))]
+			scratch := &s.scratch[i/chunk]
 			wg.Go(func() {
 				for _, c := range part {
-					s.sendFrame(c, k, ntp)
+					s.sendFrame(c, k, ntp, scratch)
 				}
 			})
 		}
@@ -489,24 +554,24 @@ func (s *Server) sendPhase(p int, k uint64) {
 		return
 	}
 	for _, c := range cams {
-		s.sendFrame(c, k, ntp)
+		s.sendFrame(c, k, ntp, &s.scratch[0])
 	}
 }
 
 // sendFrame sends frame k (0-based since Start) of camera c: the clip's access unit
 // k mod len, with the tag SEI inserted before its first picture NAL unit. ntp is the
-// frame's scheduled wall-clock time, given to gortsplib for RTCP sender reports; the tag
-// carries the time it was actually handed to gortsplib.
-func (s *Server) sendFrame(c *camera, k uint64, ntp time.Time) {
+// frame's scheduled wall-clock time, for RTCP sender reports; the tag carries the time the
+// frame was built. scratch is the calling worker's frame buffer (direct path).
+func (s *Server) sendFrame(c *camera, k uint64, ntp time.Time, scratch *[]byte) {
 	au := s.pickAU(c, k)
 	n := uint16(len(au.prefix) + 1 + len(au.rest))
 	if c.stalled.Load() {
 		return
 	}
-	s.late.observe(time.Since(ntp))
 	if c.readers.Load() == 0 {
 		// Nobody watches: the camera still "sends" (counters and sequence numbers advance)
-		// but gortsplib is spared the marshalling of packets no one receives.
+		// but nothing is marshalled for no one.
+		s.late.observe(time.Since(ntp))
 		c.seq += n
 		c.sent.Add(1)
 		return
@@ -517,7 +582,15 @@ func (s *Server) sendFrame(c *camera, k uint64, ntp time.Time) {
 	} else {
 		c.sei = sei.AppendH264(c.sei[:0], tag)
 	}
-	c.pkt.Timestamp = c.tsBase + uint32(k*90000/uint64(s.clip.FPS))
+	ts := c.tsBase + uint32(k*90000/uint64(s.clip.FPS))
+	if s.direct {
+		s.sendDirect(c, k, ntp, ts, au, scratch)
+		s.late.observe(time.Since(ntp))
+		c.sent.Add(1)
+		return
+	}
+	s.late.observe(time.Since(ntp))
+	c.pkt.Timestamp = ts
 	left := n
 	if g := c.garbageNext.Swap(0); g > 0 {
 		s.writeGarbage(c, int(g))
@@ -542,6 +615,84 @@ func (s *Server) sendFrame(c *camera, k uint64, ntp time.Time) {
 	}
 	c.pkt.Payload = nil
 	c.sent.Add(1)
+}
+
+// sendDirect builds frame k of camera c once, as interleaved records, and writes it to
+// each active reader's connection in one non-blocking syscall (direct.go). A sender report
+// follows the frame at a reader's first frame and then every senderReportPeriod.
+func (s *Server) sendDirect(c *camera, k uint64, ntp time.Time, ts uint32, au *auPackets, scratch *[]byte) {
+	n := uint16(len(au.prefix) + 1 + len(au.rest))
+	var list []*reader
+	if p := c.direct.Load(); p != nil {
+		list = *p
+	}
+	ch := -1 // RTP channel of the first active reader: the frame is built for it
+	sr := false
+	for _, r := range list {
+		if !r.active.Load() {
+			continue
+		}
+		if ch < 0 {
+			ch = int(r.ch)
+		}
+		if !r.started || k >= r.srNext {
+			sr = true
+		}
+	}
+	if ch < 0 {
+		// Readers are between OnPlay and their PLAY response: this frame goes to no one.
+		c.seq += n
+		return
+	}
+	b := (*scratch)[:0]
+	if g := c.garbageNext.Swap(0); g > 0 {
+		b = s.appendGarbage(b, c, byte(ch), ts, int(g))
+	}
+	left := n
+	add := func(payload []byte) {
+		left--
+		b = appendRTP(b, byte(ch), left == 0, c.seq, ts, c.ssrc, payload)
+		c.seq++
+		c.packets++
+		c.octets += uint32(len(payload))
+	}
+	for _, pl := range au.prefix {
+		add(pl)
+	}
+	add(c.sei)
+	for _, pl := range au.rest {
+		add(pl)
+	}
+	if sr {
+		b = appendSenderReport(b, byte(ch)+1, c.ssrc, ntp, ts, c.packets, c.octets)
+	}
+	*scratch = b
+	limit := s.cfg.WriteQueueSize * maxRTPPacket
+	period := uint64(senderReportPeriod.Seconds() * float64(s.clip.FPS))
+	cur := byte(ch)
+	for _, r := range list {
+		if !r.active.Load() {
+			continue
+		}
+		if sr {
+			r.started, r.srNext = true, k+period
+		}
+		if r.ch != cur {
+			setChannels(b, cur, r.ch)
+			cur = r.ch
+		}
+		dropped, err := r.conn.writeFrame(b, limit)
+		if dropped {
+			s.dropped.Add(uint64(n))
+			if !r.warned.Swap(true) {
+				s.log.Warn("reader too slow: frames dropped for it", slog.String("camera", c.id),
+					slog.String("remote", r.conn.RemoteAddr().String()))
+			}
+		} else if err != nil {
+			// the connection failed or closed: gortsplib ends the session (OnSessionClose)
+			s.log.Debug("write frame", slog.String("camera", c.id), slog.Any("error", err))
+		}
+	}
 }
 
 // packetize turns every access unit of clip into RTP payloads once.
@@ -623,6 +774,23 @@ func (h *handler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.R
 	return &base.Response{StatusCode: base.StatusOK}, c.stream, nil
 }
 
+// OnResponse notes, on the direct path, the interleaved channel a SETUP response assigned
+// (the streams have one media, so a connection carries one channel pair).
+func (h *handler) OnResponse(sc *gortsplib.ServerConn, res *base.Response) {
+	dc, ok := sc.NetConn().(*directConn)
+	if !ok || res.StatusCode != base.StatusOK {
+		return
+	}
+	v, ok := res.Header["Transport"]
+	if !ok {
+		return
+	}
+	var th headers.Transport
+	if th.Unmarshal(v) == nil && th.InterleavedIDs != nil {
+		dc.setChannel(th.InterleavedIDs[0])
+	}
+}
+
 func (h *handler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	c, res := h.camera(ctx.Path)
 	if c == nil {
@@ -642,6 +810,20 @@ func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response,
 		ctx.Session.SetUserData(sd)
 	}
 	if !sd.playing.Swap(true) {
+		if h.s.direct {
+			dc, ok := ctx.Conn.NetConn().(*directConn)
+			ch := -1
+			if ok {
+				ch = dc.rtpChannel()
+			}
+			if ch < 0 || ch > 254 {
+				sd.playing.Store(false)
+				return &base.Response{StatusCode: base.StatusUnsupportedTransport}, nil
+			}
+			sd.rd = &reader{conn: dc, ch: byte(ch), sess: ctx.Session}
+			dc.arm(sd.rd) // media starts once the PLAY response has left
+			sd.cam.addReader(sd.rd)
+		}
 		sd.cam.readers.Add(1)
 		sd.cam.addSession(ctx.Session)
 	}
@@ -671,6 +853,10 @@ func (h *handler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteEr
 
 func (h *handler) stopped(ss *gortsplib.ServerSession) {
 	if sd, _ := ss.UserData().(*sessionData); sd != nil && sd.playing.Swap(false) {
+		if sd.rd != nil {
+			sd.cam.removeReader(sd.rd)
+			sd.rd = nil
+		}
 		sd.cam.readers.Add(-1)
 		sd.cam.removeSession(ss)
 	}

@@ -128,6 +128,8 @@ type Input struct {
 	Faults   []Fault
 	// FetchErrors are failures to read the API (timeline, export): reported as problems.
 	FetchErrors []string
+	// Files are the window's exports saved for the ffprobe check (CollectOptions.Keep).
+	Files []ExportFile
 }
 
 // Options tune the analysis.

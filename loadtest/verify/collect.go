@@ -9,6 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,14 +35,58 @@ type Source interface {
 	Timeline(ctx context.Context, camera string, from, to time.Time) (Timeline, error)
 	Segments(ctx context.Context, camera string, from, to time.Time) ([]Segment, error)
 	// Export returns a progressive MP4 of [from, to) and the wall-clock time of its first
-	// sample (X-Vigie-Start).
-	Export(ctx context.Context, camera string, from, to time.Time) ([]byte, time.Time, error)
+	// sample (X-Vigie-Start). The caller closes it.
+	Export(ctx context.Context, camera string, from, to time.Time) (*Export, error)
+}
+
+// Export is one downloaded export: its bytes, held in memory or in an unlinked temporary
+// file, and the wall-clock time of its first sample. Open may be called any number of
+// times, also concurrently; Close releases the bytes.
+type Export struct {
+	Origin time.Time
+	Size   int64
+	ra     io.ReaderAt
+	f      *os.File
+}
+
+// NewExport wraps bytes already in memory.
+func NewExport(b []byte, origin time.Time) *Export {
+	return &Export{Origin: origin, Size: int64(len(b)), ra: bytes.NewReader(b)}
+}
+
+// Open returns a reader over the export's bytes.
+func (e *Export) Open() io.ReadSeeker { return io.NewSectionReader(e.ra, 0, e.Size) }
+
+// Close releases the bytes (the temporary file, if any).
+func (e *Export) Close() error {
+	if e == nil || e.f == nil {
+		return nil
+	}
+	return e.f.Close()
+}
+
+// SaveTo writes the export's bytes to path.
+func (e *Export) SaveTo(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, e.Open()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // API is a Source over HTTP.
 type API struct {
 	Base string // http://host:port of any node
 	HTTP *http.Client
+	// MemLimit: an export up to this size (its Content-Length) is read into one buffer of
+	// exactly that size; a larger one, or one without a length, is streamed into an unlinked
+	// temporary file in TempDir ("" = os.TempDir()). Default 128 MiB (a 5-minute chunk at 3 Mbit/s).
+	MemLimit int64
+	TempDir  string
 }
 
 func (a *API) get(ctx context.Context, path string) (*http.Response, error) {
@@ -140,40 +187,63 @@ func (a *API) Segments(ctx context.Context, camera string, from, to time.Time) (
 	return out, fmt.Errorf("segments of %s: more than 1000 pages", camera)
 }
 
-// Export implements Source.
-func (a *API) Export(ctx context.Context, camera string, from, to time.Time) ([]byte, time.Time, error) {
+// Export implements Source. The body is streamed: into one exactly sized buffer when its
+// length is known and small, else into an unlinked temporary file.
+func (a *API) Export(ctx context.Context, camera string, from, to time.Time) (*Export, error) {
 	path := "/media/v1/cameras/" + url.PathEscape(camera) + "/export.mp4?" + rangeQuery(from, to).Encode()
 	resp, err := a.get(ctx, path)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<30))
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("export %s: %w", camera, err)
-	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
-		return nil, time.Time{}, fmt.Errorf("export %s [%s, %s): %w", camera, from.Format(time.RFC3339), to.Format(time.RFC3339), ErrNothingRecorded)
+		return nil, fmt.Errorf("export %s [%s, %s): %w", camera, from.Format(time.RFC3339), to.Format(time.RFC3339), ErrNothingRecorded)
 	case http.StatusConflict:
-		return nil, time.Time{}, fmt.Errorf("export %s: %w: %s", camera, ErrCodecChange, strings.TrimSpace(string(b)))
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("export %s: %w: %s", camera, ErrCodecChange, strings.TrimSpace(string(b)))
 	default:
-		return nil, time.Time{}, fmt.Errorf("export %s: %s: %s", camera, resp.Status, strings.TrimSpace(string(b[:min(len(b), 300)])))
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		return nil, fmt.Errorf("export %s: %s: %s", camera, resp.Status, strings.TrimSpace(string(b)))
 	}
 	origin, err := time.Parse(time.RFC3339Nano, resp.Header.Get("X-Vigie-Start"))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("export %s: X-Vigie-Start %q: %w", camera, resp.Header.Get("X-Vigie-Start"), err)
+		return nil, fmt.Errorf("export %s: X-Vigie-Start %q: %w", camera, resp.Header.Get("X-Vigie-Start"), err)
 	}
-	return b, origin, nil
+	limit := a.MemLimit
+	if limit == 0 {
+		limit = 128 << 20
+	}
+	if n := resp.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, fmt.Errorf("export %s: read %d bytes: %w", camera, n, err)
+		}
+		return NewExport(b, origin), nil
+	}
+	f, err := os.CreateTemp(a.TempDir, "vigie-verify-*.mp4")
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", camera, err)
+	}
+	_ = os.Remove(f.Name()) // unlinked: gone with the last descriptor, whatever happens
+	n, err := io.Copy(f, io.LimitReader(resp.Body, 4<<30))
+	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
+		err = fmt.Errorf("%d bytes of %d", n, resp.ContentLength)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("export %s: %w", camera, err)
+	}
+	return &Export{Origin: origin, Size: n, ra: f, f: f}, nil
 }
 
 // ParseExport reads the video samples of a progressive MP4 and the tags in each. A
 // sample's time is origin plus its decode time (the track's time offset included).
-func ParseExport(data []byte, origin time.Time) ([]Sample, error) {
+func ParseExport(r io.ReadSeeker, origin time.Time) ([]Sample, error) {
 	var p pmp4.Presentation
-	if err := p.Unmarshal(bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("parse MP4 (%d bytes): %w", len(data), err)
+	if err := p.Unmarshal(r); err != nil {
+		return nil, fmt.Errorf("parse MP4: %w", err)
 	}
 	for _, tr := range p.Tracks {
 		h265 := false
@@ -210,14 +280,34 @@ type CollectOptions struct {
 	Lead time.Duration
 	// Chunk is the longest single export. Default 5m.
 	Chunk time.Duration
-	// CheckSegments exports every listed segment on its own (catalog against data).
+	// CheckSegments checks every listed segment against the data (catalog against data).
+	// A segment overlapping the range already exported is checked on the samples
+	// downloaded (no second download); one that holds none there is exported on its own.
 	CheckSegments bool
+	// ExportSegments exports every listed segment on its own (the thorough and costly
+	// catalog check: it downloads the footage twice, and also catches a sample served by a
+	// segment's export outside its range). Implies CheckSegments.
+	ExportSegments bool
 	// Tolerance for samples outside a segment's range. Default 1s.
 	Tolerance time.Duration
+	// Keep: the window's exports of the cameras it accepts are saved in KeepDir (for the
+	// independent ffprobe check, on the very bytes the verifier parsed) and listed in
+	// Input.Files.
+	Keep    func(camera string) bool
+	KeepDir string
+}
+
+// ExportFile is a window export saved for a later check.
+type ExportFile struct {
+	Path    string    `json:"path"`
+	From    time.Time `json:"from"`
+	To      time.Time `json:"to"`
+	Bytes   int64     `json:"bytes"`
+	Samples int       `json:"samples"` // video samples the verifier parsed in it
 }
 
 // Collect reads one camera's timeline, segments and exports of window through src and
-// returns the Input for Analyze (Camera, Window, Timeline, Samples, Segments and
+// returns the Input for Analyze (Camera, Window, Timeline, Samples, Segments, Files and
 // FetchErrors filled; the caller adds Sent and Faults).
 func Collect(ctx context.Context, src Source, camera string, window Interval, o CollectOptions) Input {
 	if o.Lead == 0 {
@@ -237,9 +327,14 @@ func Collect(ctx context.Context, src Source, camera string, window Interval, o 
 	if err != nil {
 		in.FetchErrors = append(in.FetchErrors, "segments: "+err.Error())
 	}
+	keep := o.Keep != nil && o.KeepDir != "" && o.Keep(camera)
+	var kept *[]ExportFile
+	if keep {
+		kept = &in.Files
+	}
 	for c := from; c.Before(to); c = c.Add(o.Chunk) {
 		end := minTime(c.Add(o.Chunk), to)
-		ss, err := exportRange(ctx, src, camera, c, end, segs, c.Equal(from))
+		ss, err := exportRange(ctx, src, camera, c, end, segs, c.Equal(from), kept, o.KeepDir)
 		in.Samples = append(in.Samples, ss...)
 		if err != nil {
 			in.FetchErrors = append(in.FetchErrors, err.Error())
@@ -250,18 +345,57 @@ func Collect(ctx context.Context, src Source, camera string, window Interval, o 
 		in.FetchErrors = append(in.FetchErrors, "timeline: "+err.Error())
 	}
 	in.Timeline = tl
-	if o.CheckSegments {
+	if o.CheckSegments || o.ExportSegments {
 		for _, sg := range segs {
+			if !o.ExportSegments && sg.End.After(from) && sg.Start.Before(to) {
+				if sc, ok := deriveSegment(camera, sg, in.Samples, !sg.Start.Before(from)); ok {
+					in.Segments = append(in.Segments, sc)
+					continue
+				}
+			}
 			in.Segments = append(in.Segments, checkSegment(ctx, src, camera, sg, o.Tolerance))
 		}
 	}
 	return in
 }
 
+// deriveSegment checks a listed segment on the samples of the window's exports (sorted by
+// time): the samples in [Start, End) (the part of the segment inside the exported range).
+// ok is false when there is none (the caller exports the segment on its own to say why).
+// whole says the segment's start is inside the exported range (its keyframe is known).
+func deriveSegment(camera string, sg Segment, samples []Sample, whole bool) (SegmentCheck, bool) {
+	sc := SegmentCheck{Segment: sg}
+	i := sort.Search(len(samples), func(i int) bool { return !samples[i].At.Before(sg.Start) })
+	for j := i; j < len(samples) && samples[j].At.Before(sg.End); j++ {
+		s := samples[j]
+		if j == i && whole && !s.Key {
+			// Not starting with a keyframe: its own export would start at the previous
+			// keyframe (see SegmentCheck.LeadIn).
+			for k := i - 1; k >= 0; k-- {
+				sc.LeadIn++
+				if samples[k].Key {
+					break
+				}
+			}
+		}
+		sc.Samples++
+		if len(s.Tags) > 0 {
+			sc.Tagged++
+		}
+		for _, t := range s.Tags {
+			if t.Camera != camera {
+				sc.Foreign++
+			}
+		}
+	}
+	return sc, sc.Samples > 0
+}
+
 // exportRange exports [from, to); samples before from are dropped unless first (they belong
-// to the previous chunk). A codec change splits the range at the listed segments.
-func exportRange(ctx context.Context, src Source, camera string, from, to time.Time, segs []Segment, first bool) ([]Sample, error) {
-	data, origin, err := src.Export(ctx, camera, from, to)
+// to the previous chunk). A codec change splits the range at the listed segments. kept,
+// when not nil, receives the export saved in dir.
+func exportRange(ctx context.Context, src Source, camera string, from, to time.Time, segs []Segment, first bool, kept *[]ExportFile, dir string) ([]Sample, error) {
+	ex, err := src.Export(ctx, camera, from, to)
 	if errors.Is(err, ErrNothingRecorded) {
 		return nil, nil
 	}
@@ -273,7 +407,7 @@ func exportRange(ctx context.Context, src Source, camera string, from, to time.T
 			if !s.Before(e) {
 				continue
 			}
-			ss, err := exportRange(ctx, src, camera, s, e, nil, first && s.Equal(from))
+			ss, err := exportRange(ctx, src, camera, s, e, nil, first && s.Equal(from), kept, dir)
 			out = append(out, ss...)
 			if err != nil {
 				errs = append(errs, err)
@@ -285,9 +419,17 @@ func exportRange(ctx context.Context, src Source, camera string, from, to time.T
 	if err != nil {
 		return nil, err
 	}
-	ss, err := ParseExport(data, origin)
+	defer ex.Close()
+	ss, err := ParseExport(ex.Open(), ex.Origin)
 	if err != nil {
 		return nil, fmt.Errorf("export %s [%s, %s): %w", camera, from.Format(time.RFC3339), to.Format(time.RFC3339), err)
+	}
+	if kept != nil {
+		path := filepath.Join(dir, fmt.Sprintf("%s_%s_%d.mp4", safeName(camera), from.UTC().Format("20060102T150405.000Z"), len(*kept)))
+		if err := ex.SaveTo(path); err != nil {
+			return nil, fmt.Errorf("export %s: keep for the ffprobe check: %w", camera, err)
+		}
+		*kept = append(*kept, ExportFile{Path: path, From: from, To: to, Bytes: ex.Size, Samples: len(ss)})
 	}
 	if !first {
 		cut := from.Add(-time.Millisecond)
@@ -303,18 +445,28 @@ func exportRange(ctx context.Context, src Source, camera string, from, to time.T
 	return ss, nil
 }
 
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == 0 {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
 func checkSegment(ctx context.Context, src Source, camera string, sg Segment, tol time.Duration) SegmentCheck {
 	sc := SegmentCheck{Segment: sg}
 	end := sg.End
 	if !end.After(sg.Start) {
 		end = sg.Start.Add(time.Millisecond)
 	}
-	data, origin, err := src.Export(ctx, camera, sg.Start, end)
+	ex, err := src.Export(ctx, camera, sg.Start, end)
 	if err != nil {
 		sc.Err = err.Error()
 		return sc
 	}
-	ss, err := ParseExport(data, origin)
+	defer ex.Close()
+	ss, err := ParseExport(ex.Open(), ex.Origin)
 	if err != nil {
 		sc.Err = err.Error()
 	}
@@ -341,10 +493,19 @@ func checkSegment(ctx context.Context, src Source, camera string, sg Segment, to
 	return sc
 }
 
-// CollectAll runs Collect for every camera with parallel workers.
-func CollectAll(ctx context.Context, src Source, cameras []string, window Interval, o CollectOptions, parallel int) []Input {
-	out := make([]Input, len(cameras))
-	sem := make(chan struct{}, max(parallel, 1))
+// DefaultParallel is the default number of cameras verified at once: twice GOMAXPROCS
+// (each worker alternates between waiting for the node's export and parsing it).
+func DefaultParallel() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// CollectEach runs Collect for every camera with parallel workers (≤ 0: DefaultParallel)
+// and hands each Input to each as soon as it is complete, from the worker's goroutine
+// (each must be safe for concurrent use). Only parallel Inputs are alive at once, so a
+// large run is verified in bounded memory when each keeps only its verdict.
+func CollectEach(ctx context.Context, src Source, cameras []string, window Interval, o CollectOptions, parallel int, each func(i int, in Input)) {
+	if parallel <= 0 {
+		parallel = DefaultParallel()
+	}
+	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	for i, c := range cameras {
 		wg.Add(1)
@@ -352,9 +513,15 @@ func CollectAll(ctx context.Context, src Source, cameras []string, window Interv
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i] = Collect(ctx, src, c, window, o)
+			each(i, Collect(ctx, src, c, window, o))
 		}()
 	}
 	wg.Wait()
+}
+
+// CollectAll runs Collect for every camera with parallel workers and returns every Input.
+func CollectAll(ctx context.Context, src Source, cameras []string, window Interval, o CollectOptions, parallel int) []Input {
+	out := make([]Input, len(cameras))
+	CollectEach(ctx, src, cameras, window, o, parallel, func(i int, in Input) { out[i] = in })
 	return out
 }

@@ -12,6 +12,25 @@
 // pure and deterministic over its Input, so every rule is unit-tested on synthetic
 // recordings.
 //
+// # Cost
+//
+// Each camera's window is downloaded once: exports are streamed into one buffer of
+// exactly their Content-Length (or an unlinked temporary file above API.MemLimit), and
+// the catalog check reads the listed segments from those samples — only a segment with
+// nothing there is exported on its own (CollectOptions.ExportSegments restores the
+// thorough double download). CollectEach hands each camera's Input over as soon as it is
+// read, parallel cameras at once (default 2 × GOMAXPROCS), so memory is bounded by the
+// workers, not the run. BenchmarkCollectAll measures it.
+//
+// # The independent check
+//
+// RunProbeCheck has ffprobe count the frames (or packets) of the export files the
+// verifier parsed for a few cameras picked with a seed (PickCameras, CollectOptions.Keep)
+// and compares: ffprobe's count with the samples parsed in the same files, and the
+// distinct expected frames of the window those files hold (decoded from their SEI tags;
+// the export also holds the keyframe lead-in before the window and the lead after it)
+// with the verifier's recorded count.
+//
 // # What it must not do
 //
 // It never reads a node's data directory or imports node, gateway, storage or cluster: it

@@ -42,7 +42,7 @@ func (f *fakeSource) Segments(context.Context, string, time.Time, time.Time) ([]
 	return f.segments, nil
 }
 
-func (f *fakeSource) Export(_ context.Context, cam string, from, to time.Time) ([]byte, time.Time, error) {
+func (f *fakeSource) Export(_ context.Context, cam string, from, to time.Time) (*Export, error) {
 	f.exports++
 	var in []recFrame
 	for _, fr := range f.frames {
@@ -51,9 +51,9 @@ func (f *fakeSource) Export(_ context.Context, cam string, from, to time.Time) (
 		}
 	}
 	if len(in) == 0 {
-		return nil, time.Time{}, ErrNothingRecorded
+		return nil, ErrNothingRecorded
 	}
-	return buildMP4(f.t, in), in[0].at, nil
+	return NewExport(buildMP4(f.t, in), in[0].at), nil
 }
 
 // buildMP4 writes frames as H.264 samples (an SEI tag and a dummy IDR slice, AVCC) at
@@ -240,7 +240,7 @@ func TestVerifierCatalogAgainstData(t *testing.T) {
 
 func TestParseExportRejectsGarbage(t *testing.T) {
 	for _, b := range [][]byte{nil, []byte("not an mp4"), bytes.Repeat([]byte{0, 0, 0, 8, 'f', 'r', 'e', 'e'}, 3)} {
-		if _, err := ParseExport(b, time.Now()); err == nil {
+		if _, err := ParseExport(bytes.NewReader(b), time.Now()); err == nil {
 			t.Errorf("ParseExport(%q) succeeded", b)
 		}
 	}
@@ -251,7 +251,7 @@ func FuzzParseExport(f *testing.F) {
 	f.Add([]byte("not an mp4"))
 	f.Add(buildMP4(&testing.T{}, []recFrame{{at: t0, frame: 1, cam: "a"}, {at: t0.Add(40 * time.Millisecond), frame: 2, cam: "a"}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ss, err := ParseExport(b, t0)
+		ss, err := ParseExport(bytes.NewReader(b), t0)
 		if err == nil && len(ss) > len(b) {
 			t.Fatalf("%d samples from %d bytes", len(ss), len(b))
 		}

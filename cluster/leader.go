@@ -25,6 +25,8 @@ type leaderMemory struct {
 	// voterAddedAt: a server added this round is promoted in a later round, once it has
 	// had time to receive the log.
 	addedAt map[model.NodeID]time.Time
+	// full: the nodes last seen with a full disk (a change is logged once).
+	full map[model.NodeID]bool
 }
 
 type nextSeen struct {
@@ -37,6 +39,7 @@ func newLeaderMemory() *leaderMemory {
 		nextSince:    map[model.CameraID]nextSeen{},
 		missingSince: map[model.NodeID]time.Time{},
 		addedAt:      map[model.NodeID]time.Time{},
+		full:         map[model.NodeID]bool{},
 	}
 }
 
@@ -99,10 +102,12 @@ func (c *Cluster) kickMembers() {
 // ---- raft membership ----
 
 // voterTarget is how many voters a cluster of n live servers keeps: 3 from 3 nodes, 5
-// from 7, else 1 (two voters would only add a way to lose the quorum).
+// from 6, else 1 (two voters would only add a way to lose the quorum). 5 from 6, not 7:
+// from 6 nodes footage is striped 4+2 and survives any 2 lost nodes, so the catalog must
+// too (with 3 voters, losing 2 of them stops failover and repair).
 func voterTarget(n int) int {
 	switch {
-	case n >= 7:
+	case n >= 6:
 		return 5
 	case n >= 3:
 		return 3
@@ -418,6 +423,7 @@ func (c *Cluster) nodeView(now time.Time, mem *leaderMemory, cams []placeCamera)
 		add(cam.A.Next)
 		add(cam.A.Secondary)
 	}
+	c.logFullDisks(mem, nodes, disks, cams)
 	// weights: capacities only if every eligible node states one
 	all := true
 	for _, n := range nodes {
@@ -431,6 +437,48 @@ func (c *Cluster) nodeView(now time.Time, mem *leaderMemory, cams []placeCamera)
 		}
 	}
 	return nodes, nil
+}
+
+// logFullDisks logs, once per change, a node whose disk report turns full (a warning:
+// its cameras are being moved away) and one that reports free space again.
+func (c *Cluster) logFullDisks(mem *leaderMemory, nodes map[model.NodeID]*placeNode, disks map[model.NodeID]DiskUsage, cams []placeCamera) {
+	roomy := 0
+	for _, n := range nodes {
+		if n.Eligible && !n.Full {
+			roomy++
+		}
+	}
+	ids := make([]model.NodeID, 0, len(nodes))
+	for id := range nodes {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		n := nodes[id]
+		switch {
+		case n.Full && n.Alive && !mem.full[id]:
+			mem.full[id] = true
+			owned := 0
+			for _, cam := range cams {
+				if cam.A.Node == id {
+					owned++
+				}
+			}
+			what := "its cameras move to nodes with free space"
+			if roomy == 0 {
+				what = "every node is full: cameras stay where they are"
+			}
+			d := disks[id]
+			c.logger.Warn("leader: node disk full: it gets no new cameras, replicas or shards, and "+what,
+				slog.String("peer", string(id)), slog.Int64("free_bytes", d.FreeBytes), slog.Int64("total_bytes", d.TotalBytes),
+				slog.Int("cameras", owned), slog.Int("nodes_with_space", roomy))
+		case !n.Full && mem.full[id]:
+			delete(mem.full, id)
+			d := disks[id]
+			c.logger.Info("leader: node disk has free space again: it takes cameras again",
+				slog.String("peer", string(id)), slog.Int64("free_bytes", d.FreeBytes), slog.Int64("total_bytes", d.TotalBytes))
+		}
+	}
 }
 
 // ---- reads for the leader and Members ----

@@ -30,7 +30,11 @@ type placeNode struct {
 	DeadSince      time.Time
 	Draining       bool
 	Decommissioned bool
-	// Full: the node's disk is full; it keeps its cameras but gets no new ones.
+	// Full: the node's disk is below its reserve (DiskUsage.Full). It gets no new
+	// cameras, and its cameras are handed over to nodes that are not full, make-before-
+	// break as from a draining node, without touching its admin state. When every
+	// eligible node is full, cameras stay where they are. Once it reports free space
+	// again, rebalancing gives it cameras again.
 	Full bool
 
 	load float64
@@ -78,6 +82,16 @@ type placementOutput struct {
 //  4. A draining owner's cameras get a Next (make-before-break), then the most and
 //     least loaded nodes are evened out while any node is outside mean ± Tolerance.
 //     Planned moves (4) start at most MaxMoves at a time, counting those under way.
+//
+// A full node (disk below its reserve: recording still works there, shards do not) is
+// avoided everywhere as long as some eligible node is not full: it is never chosen as
+// owner, Next or Secondary, a Next or Secondary on it is replaced, and its cameras leave
+// it like a draining node's (rule 4, make-before-break, within MaxMoves), so they are
+// recorded elsewhere before its disk runs out. Rebalancing counts only the nodes that
+// are not full, so a node that reports free space again gets cameras back through it.
+// When every eligible node is full, nothing moves on that account: a camera that needs
+// an owner still gets one (the least loaded full node; recording into the reserve beats
+// not recording), and the others stay where they are.
 func plan(in placementInput) placementOutput {
 	var out placementOutput
 	wake := func(t time.Time) {
@@ -93,10 +107,27 @@ func plan(in placementInput) placementOutput {
 		}
 	}
 	sort.Slice(eligible, func(i, j int) bool { return eligible[i].ID < eligible[j].ID })
+	// roomy: the eligible nodes whose disk is not full, the only ones given cameras
+	// while there is one.
+	roomy := make([]*placeNode, 0, len(eligible))
+	for _, n := range eligible {
+		if !n.Full {
+			roomy = append(roomy, n)
+		}
+	}
 	isEligible := func(id model.NodeID) bool {
 		n := in.Nodes[id]
 		return n != nil && n.Eligible
 	}
+	// avoid: an eligible node that is full while another one is not.
+	avoid := func(id model.NodeID) bool {
+		n := in.Nodes[id]
+		return n != nil && n.Eligible && n.Full && len(roomy) > 0
+	}
+	// takes: the node may be given a camera (or keep an incoming one).
+	takes := func(id model.NodeID) bool { return isEligible(id) && !avoid(id) }
+	// leaving: the owner's cameras are handed over (make-before-break).
+	leaving := func(n *placeNode) bool { return n.Alive && (n.Draining || avoid(n.ID)) }
 	// gone: the owner cannot keep the camera; pending: it is dead but within grace.
 	gone := func(id model.NodeID) (bool, bool) {
 		if id == "" {
@@ -122,10 +153,7 @@ func plan(in placementInput) placementOutput {
 	leastLoaded := func(exclude ...model.NodeID) *placeNode {
 		var best *placeNode
 	next:
-		for _, n := range eligible {
-			if n.Full {
-				continue
-			}
+		for _, n := range roomy {
 			for _, x := range exclude {
 				if n.ID == x {
 					continue next
@@ -170,12 +198,17 @@ func plan(in placementInput) placementOutput {
 		c, a := in.Cameras[i], &work[i]
 		var to *placeNode
 		switch {
-		case a.Next != "" && isEligible(a.Next):
+		case a.Next != "" && takes(a.Next):
 			to = in.Nodes[a.Next]
-		case a.Secondary != "" && isEligible(a.Secondary):
+		case a.Secondary != "" && takes(a.Secondary):
 			to = in.Nodes[a.Secondary]
 		default:
 			to = leastLoaded()
+		}
+		if to == nil {
+			// every eligible node is full: an owner that records into its reserve (and
+			// again once space returns) beats none
+			to = leastLoadedOf(eligible, ratio)
 		}
 		if to == nil {
 			out.Unplaced++
@@ -204,13 +237,13 @@ func plan(in placementInput) placementOutput {
 			if seen && !timedOut {
 				wake(since.Add(in.HandoverTimeout))
 			}
-			if !isEligible(a.Next) || timedOut {
+			if !takes(a.Next) || timedOut {
 				old := a.Next
 				a.Next = ""
 				if isEligible(old) {
 					in.Nodes[old].load -= c.Bps
 				}
-				if to := leastLoaded(a.Node, old, a.Secondary); to != nil && (timedOut || owner.Draining) {
+				if to := leastLoaded(a.Node, old, a.Secondary); to != nil && (timedOut || leaving(owner)) {
 					a.Next = to.ID
 					to.load += c.Bps
 				} else {
@@ -227,8 +260,11 @@ func plan(in placementInput) placementOutput {
 		}
 		if a.Secondary != "" {
 			if a.Secondary != a.Node && a.Secondary != a.Next {
-				if isEligible(a.Secondary) {
+				if takes(a.Secondary) {
 					continue
+				}
+				if avoid(a.Secondary) && pickSecondary(roomy, in.Nodes, a.Node, a.Next, ratio) == nil {
+					continue // full, but no other node can record it: it stays
 				}
 				if g, pending := gone(a.Secondary); !g && pending {
 					continue
@@ -239,13 +275,17 @@ func plan(in placementInput) placementOutput {
 			}
 		}
 		a.Secondary = ""
-		if to := pickSecondary(eligible, in.Nodes, a.Node, a.Next, ratio); to != nil {
+		to := pickSecondary(roomy, in.Nodes, a.Node, a.Next, ratio)
+		if to == nil && len(roomy) == 0 {
+			to = pickSecondary(eligible, in.Nodes, a.Node, a.Next, ratio)
+		}
+		if to != nil {
 			a.Secondary = to.ID
 			to.load += c.Bps
 		}
 	}
 
-	// 4. planned moves: drain, then rebalance.
+	// 4. planned moves: drain (and leave full nodes), then rebalance.
 	budget := in.MaxMoves - inFlight
 	for i, c := range in.Cameras {
 		if budget <= 0 {
@@ -253,7 +293,7 @@ func plan(in placementInput) placementOutput {
 		}
 		a := &work[i]
 		n := in.Nodes[a.Node]
-		if a.Node == "" || n == nil || !n.Draining || !n.Alive || a.Next != "" {
+		if a.Node == "" || n == nil || !leaving(n) || a.Next != "" {
 			continue
 		}
 		if to := leastLoaded(a.Node, a.Secondary); to != nil {
@@ -262,8 +302,8 @@ func plan(in placementInput) placementOutput {
 			budget--
 		}
 	}
-	if budget > 0 && len(eligible) > 1 {
-		rebalance(in, work, eligible, ratio, budget)
+	if budget > 0 && len(roomy) > 1 {
+		rebalance(in, work, roomy, ratio, budget)
 	}
 
 	for i, c := range in.Cameras {
@@ -279,17 +319,28 @@ func plan(in placementInput) placementOutput {
 	return out
 }
 
-// pickSecondary: an eligible node other than the owner and the incoming owner, in
+// leastLoadedOf returns the least loaded of nodes (ties: the smallest id), nil if none.
+func leastLoadedOf(nodes []*placeNode, ratio func(*placeNode) float64) *placeNode {
+	var best *placeNode
+	for _, n := range nodes {
+		if best == nil || ratio(n) < ratio(best) || (ratio(n) == ratio(best) && n.ID < best.ID) {
+			best = n
+		}
+	}
+	return best
+}
+
+// pickSecondary: one of candidates other than the owner and the incoming owner, in
 // another zone than the owner's when one exists, least loaded first.
-func pickSecondary(eligible []*placeNode, nodes map[model.NodeID]*placeNode, owner, next model.NodeID, ratio func(*placeNode) float64) *placeNode {
+func pickSecondary(candidates []*placeNode, nodes map[model.NodeID]*placeNode, owner, next model.NodeID, ratio func(*placeNode) float64) *placeNode {
 	zone := ""
 	if n := nodes[owner]; n != nil {
 		zone = n.Zone
 	}
 	var best *placeNode
 	bestOther := false
-	for _, n := range eligible {
-		if n.ID == owner || n.ID == next || n.Full {
+	for _, n := range candidates {
+		if n.ID == owner || n.ID == next {
 			continue
 		}
 		other := zone == "" || n.Zone != zone
@@ -304,8 +355,9 @@ func pickSecondary(eligible []*placeNode, nodes map[model.NodeID]*placeNode, own
 }
 
 // rebalance moves cameras (by giving them a Next) from the most to the least loaded
-// eligible node while a node is outside mean ± tolerance and a move improves it.
-func rebalance(in placementInput, work []model.Assignment, eligible []*placeNode, ratio func(*placeNode) float64, budget int) {
+// of nodes (the eligible nodes that are not full) while a node is outside mean ±
+// tolerance and a move improves it.
+func rebalance(in placementInput, work []model.Assignment, nodes []*placeNode, ratio func(*placeNode) float64, budget int) {
 	byNode := map[model.NodeID][]int{}
 	for i := range work {
 		a := &work[i]
@@ -314,7 +366,7 @@ func rebalance(in placementInput, work []model.Assignment, eligible []*placeNode
 		}
 	}
 	var total, weight float64
-	for _, n := range eligible {
+	for _, n := range nodes {
 		total += n.load
 		weight += n.Weight
 	}
@@ -323,16 +375,16 @@ func rebalance(in placementInput, work []model.Assignment, eligible []*placeNode
 	}
 	mean := total / weight
 	for ; budget > 0; budget-- {
-		hi, lo := eligible[0], eligible[0]
-		for _, n := range eligible {
+		hi, lo := nodes[0], nodes[0]
+		for _, n := range nodes {
 			if ratio(n) > ratio(hi) || ratio(n) == ratio(hi) && n.ID < hi.ID {
 				hi = n
 			}
-			if !n.Full && (lo.Full || ratio(n) < ratio(lo) || ratio(n) == ratio(lo) && n.ID < lo.ID) {
+			if ratio(n) < ratio(lo) || ratio(n) == ratio(lo) && n.ID < lo.ID {
 				lo = n
 			}
 		}
-		if lo.Full || ratio(hi) <= mean*(1+in.Tolerance) && ratio(lo) >= mean*(1-in.Tolerance) {
+		if ratio(hi) <= mean*(1+in.Tolerance) && ratio(lo) >= mean*(1-in.Tolerance) {
 			return
 		}
 		// the camera of hi whose move to lo leaves the two closest

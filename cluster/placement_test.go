@@ -335,3 +335,148 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
+
+// confirmAll completes every handover as the incoming nodes would (ConfirmRecording):
+// Next becomes the owner with a new epoch.
+func confirmAll(cams []placeCamera) {
+	for i := range cams {
+		if a := &cams[i].A; a.Next != "" {
+			a.Node, a.Next = a.Next, ""
+			a.Epoch++
+		}
+	}
+}
+
+// camsSpread places n cameras round-robin on owners.
+func camsSpread(n int, owners ...model.NodeID) []placeCamera {
+	cams := camsOn(n, "", func(int) float64 { return 1e6 })
+	for i := range cams {
+		cams[i].A.Node = owners[i%len(owners)]
+	}
+	return cams
+}
+
+func TestPlanFullNodeHandsItsCamerasOverMakeBeforeBreak(t *testing.T) {
+	ns := nodes("a", "b", "c")
+	cams := camsSpread(9, "a", "b", "c")
+	ns["c"].Full = true
+	in := placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 2, Tolerance: 0.05, HandoverTimeout: time.Minute}
+	out := plan(in)
+	if len(out.Changes) != 2 {
+		t.Fatalf("%d handovers started, want MaxMoves=2: %+v", len(out.Changes), out.Changes)
+	}
+	for _, ch := range out.Changes {
+		if ch.IfNode != "c" || ch.Node != "c" || (ch.Next != "a" && ch.Next != "b") {
+			t.Fatalf("change %+v: the full node must keep recording until a node with space confirms", ch)
+		}
+	}
+	if ns["c"].Draining || !ns["c"].Eligible {
+		t.Fatal("placement changed the full node's admin state")
+	}
+	// round after round, as the leader does, the incoming nodes confirming in between
+	for round := 0; round < 5; round++ {
+		applyChanges(cams, plan(in))
+		confirmAll(cams)
+	}
+	l := loadsOf(cams)
+	if l["c"] != 0 || l["a"] != 4e6 && l["a"] != 5e6 || l["a"]+l["b"] != 9e6 {
+		t.Fatalf("loads after the full node left: %v, want c empty and a, b balanced", l)
+	}
+	if out := plan(in); len(out.Changes) != 0 {
+		t.Fatalf("the plan is not stable while c stays full: %+v", out.Changes)
+	}
+
+	// free space again: rebalancing gives it cameras back, make-before-break too
+	ns["c"].Full = false
+	out = plan(in)
+	if len(out.Changes) == 0 {
+		t.Fatal("the node with free space again gets no cameras")
+	}
+	for _, ch := range out.Changes {
+		if ch.Next != "c" || ch.Node == "c" || ch.Node != ch.IfNode {
+			t.Fatalf("change %+v: cameras come back to c as handovers", ch)
+		}
+	}
+	for round := 0; round < 5; round++ {
+		applyChanges(cams, plan(in))
+		confirmAll(cams)
+	}
+	for n, v := range loadsOf(cams) {
+		if v != 3e6 {
+			t.Fatalf("loads once c has space again: %v, want 3 cameras each (node %s)", loadsOf(cams), n)
+		}
+	}
+}
+
+func TestPlanEveryNodeFullKeepsCamerasWhereTheyAre(t *testing.T) {
+	ns := nodes("a", "b", "c")
+	for _, n := range ns {
+		n.Full = true
+	}
+	// unbalanced on purpose: no rebalance onto full nodes either
+	cams := camsSpread(8, "a", "a", "a", "b")
+	out := plan(placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 64, Tolerance: 0.05, HandoverTimeout: time.Minute})
+	if len(out.Changes) != 0 {
+		t.Fatalf("cameras moved while every node is full: %+v", out.Changes)
+	}
+	// a camera whose owner is gone still gets an owner (it records into the reserve)
+	cams = append(cams, placeCamera{ID: "new", Bps: 1e6, A: model.Assignment{Camera: "new"}})
+	out = plan(placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 64, Tolerance: 0.05, HandoverTimeout: time.Minute})
+	if out.Unplaced != 0 || len(out.Changes) != 1 || out.Changes[0].Camera != "new" || out.Changes[0].Node != "c" {
+		t.Fatalf("unowned camera with every node full: %+v (unplaced %d), want it on c (least loaded)", out.Changes, out.Unplaced)
+	}
+}
+
+func TestPlanHandoverToANodeThatFillsUpIsRedirected(t *testing.T) {
+	ns := nodes("a", "b", "c", "d")
+	ns["a"].Draining, ns["a"].Eligible = true, false
+	ns["c"].Full = true
+	cams := camsOn(1, "a", func(int) float64 { return 1e6 })
+	cams[0].A.Next = "c" // chosen before c filled up
+	cams = append(cams, camsSpread(2, "b")...)
+	cams[1].ID, cams[2].ID = "x1", "x2"
+	cams = append(cams, placeCamera{ID: "y", Bps: 1e6, A: model.Assignment{Camera: "y", Node: "b", Next: "c", Epoch: 1}})
+	out := plan(placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 64, Tolerance: 10, HandoverTimeout: time.Minute,
+		NextSince: map[model.CameraID]time.Time{"c0000": t0, "y": t0}})
+	got := map[model.CameraID]assignChange{}
+	for _, ch := range out.Changes {
+		got[ch.Camera] = ch
+	}
+	// the draining owner's handover goes to a node with space instead
+	if ch, ok := got["c0000"]; !ok || ch.Node != "a" || ch.Next != "d" {
+		t.Fatalf("handover from draining a to full c: %+v, want Next d", ch)
+	}
+	// a rebalance towards c is dropped: b keeps the camera
+	if ch, ok := got["y"]; !ok || ch.Node != "b" || ch.Next != "" {
+		t.Fatalf("rebalance onto full c: %+v, want dropped", ch)
+	}
+}
+
+func TestPlanOwnerGoneSkipsFullNextAndSecondary(t *testing.T) {
+	ns := nodes("a", "b", "c")
+	ns["b"].Full = true
+	cams := []placeCamera{{ID: "k", Critical: true, Bps: 1e6, A: model.Assignment{Camera: "k", Node: "gone", Next: "b", Secondary: "b", Epoch: 3}}}
+	out := plan(placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 64, HandoverTimeout: time.Minute})
+	if len(out.Changes) != 1 {
+		t.Fatalf("changes %+v", out.Changes)
+	}
+	if ch := out.Changes[0]; ch.Node == "b" || ch.Next == "b" || ch.Secondary == "b" || ch.Node == "" || ch.Secondary == "" || ch.Secondary == ch.Node {
+		t.Fatalf("change %+v: the full node b must not be chosen while a and c have space", ch)
+	}
+}
+
+func TestPlanCriticalSecondaryLeavesAFullNode(t *testing.T) {
+	ns := nodes("a", "b", "c")
+	ns["b"].Full = true
+	cams := camsOn(1, "a", func(int) float64 { return 1e6 })
+	cams[0].Critical, cams[0].A.Secondary = true, "b"
+	out := plan(placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 64, HandoverTimeout: time.Minute})
+	if len(out.Changes) != 1 || out.Changes[0].Node != "a" || out.Changes[0].Secondary != "c" {
+		t.Fatalf("changes %+v, want the secondary moved from full b to c", out.Changes)
+	}
+	// no other node with space: the secondary on the full node stays
+	ns["c"].Full = true
+	if out := plan(placementInput{Now: t0, Cameras: cams, Nodes: ns, MaxMoves: 64, HandoverTimeout: time.Minute}); len(out.Changes) != 0 {
+		t.Fatalf("changes %+v, want none (only full nodes to choose from)", out.Changes)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"slices"
 	"testing"
 	"time"
 
@@ -142,4 +143,122 @@ func benchCams(b *testing.B, c *cluster.Cluster, n int) []model.CameraID {
 		b.Fatal(err)
 	}
 	return ids
+}
+
+// BenchmarkFailureDetection measures memberlist's failure detection with the cluster's
+// default timings at 3, 10 and 50 in-process nodes: one op starts n nodes, waits until all
+// see all, stops one (its transport goes down, as a crashed machine's would), and measures
+// until the first survivor and until every survivor declares it dead. Run it with
+// -benchtime 5x: each op takes seconds.
+func BenchmarkFailureDetection(b *testing.B) {
+	for _, n := range []int{3, 10, 50} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			var first, all []time.Duration
+			for i := 0; i < b.N; i++ {
+				f, a := detectOnce(b, n)
+				first, all = append(first, f), append(all, a)
+			}
+			b.ReportMetric(medianMs(first), "ms-first-sees-dead")
+			b.ReportMetric(medianMs(all), "ms-all-see-dead")
+			b.Logf("%d nodes, %d runs: first survivor declares it dead after %v, all after %v", n, b.N, first, all)
+		})
+	}
+}
+
+// detectOnce runs one detection: see BenchmarkFailureDetection.
+func detectOnce(b *testing.B, n int) (first, all time.Duration) {
+	def := cluster.DefaultConfig()
+	net := clustertest.NewNetwork()
+	mls := make([]*memberlist.Memberlist, n)
+	defer func() {
+		for _, ml := range mls {
+			if ml != nil {
+				_ = ml.Shutdown()
+			}
+		}
+	}()
+	for j := range mls {
+		mc := memberlist.DefaultLANConfig()
+		mc.Name = fmt.Sprintf("m%02d", j)
+		mc.Transport = net.NewTransport(mc.Name)
+		mc.ProbeInterval, mc.ProbeTimeout = def.ProbeInterval, def.ProbeTimeout
+		mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = def.SuspicionMult, def.SuspicionMaxTimeoutMult
+		mc.GossipInterval, mc.PushPullInterval = def.GossipInterval, def.PushPullInterval
+		mc.Logger = log.New(io.Discard, "", 0)
+		ml, err := memberlist.Create(mc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mls[j] = ml
+		if j > 0 {
+			if _, err := ml.Join([]string{net.Addr("m00")}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	waitMembers := func(what string, ok func(ml *memberlist.Memberlist) bool, skip int) time.Duration {
+		start := time.Now()
+		for {
+			done := true
+			for j, ml := range mls {
+				if j != skip && !ok(ml) {
+					done = false
+					break
+				}
+			}
+			if done {
+				return time.Since(start)
+			}
+			if time.Since(start) > 2*time.Minute {
+				short := 0
+				for j, ml := range mls {
+					if j != skip && !ok(ml) {
+						short++
+					}
+				}
+				b.Fatalf("%d nodes: %s not within 2 minutes (%d nodes still not there)", n, what, short)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	waitMembers("convergence", func(ml *memberlist.Memberlist) bool { return ml.NumMembers() == n }, -1)
+	time.Sleep(time.Second) // settle: no suspicion left over from the joins
+
+	victim := n - 1
+	name := mls[victim].LocalNode().Name
+	net.SetDown(name, true)
+	killed := time.Now()
+	seesDead := func(ml *memberlist.Memberlist) bool {
+		for _, m := range ml.Members() {
+			if m.Name == name {
+				return false // Members lists alive and suspect nodes only
+			}
+		}
+		return true
+	}
+	for {
+		seen := false
+		for j, ml := range mls {
+			if j != victim && seesDead(ml) {
+				seen = true
+			}
+		}
+		if seen {
+			first = time.Since(killed)
+			break
+		}
+		if time.Since(killed) > time.Minute {
+			b.Fatalf("%d nodes: no survivor declared the stopped node dead within a minute", n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitMembers("every survivor declares it dead", seesDead, victim)
+	all = time.Since(killed)
+	return first, all
+}
+
+func medianMs(ds []time.Duration) float64 {
+	s := append([]time.Duration(nil), ds...)
+	slices.Sort(s)
+	return float64(s[len(s)/2].Microseconds()) / 1000
 }

@@ -98,7 +98,9 @@ type Config struct {
 	// placement with the cameras, besides reacting to changes at once.
 	ReconcileInterval time.Duration
 	// DeadNodeGrace is how long a node must have been declared dead by memberlist before
-	// its cameras move to survivors.
+	// its cameras move to survivors (default 1 s: memberlist's suspicion has already
+	// waited ≥ 2 s for the node to refute; the grace only absorbs a declaration that is
+	// refuted at once, and every second of it is a second of footage lost).
 	DeadNodeGrace time.Duration
 	// DeadServerGrace is how long a dead node stays in the raft configuration before the
 	// leader removes it (a voter is replaced by promoting a non-voter at once).
@@ -156,7 +158,7 @@ func DefaultConfig() Config {
 
 		ManageCameras:      true,
 		ReconcileInterval:  time.Second,
-		DeadNodeGrace:      2 * time.Second,
+		DeadNodeGrace:      time.Second,
 		DeadServerGrace:    5 * time.Minute,
 		HandoverTimeout:    30 * time.Second,
 		MaxMovesPerRound:   64,

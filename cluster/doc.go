@@ -27,7 +27,7 @@
 // Several nodes: every node gossips (hashicorp/memberlist) its liveness and its NodeMeta
 // (addresses, zone, capacity). A node without seeds, or with Bootstrap, starts a
 // single-voter raft cluster; the others join the gossip through their seeds, and the
-// leader adds them to raft: voters up to 3 (5 from 7 nodes), spread across zones, the
+// leader adds them to raft: voters up to 3 (5 from 6 nodes, where stripes become 4+2), spread across zones, the
 // rest non-voters that still apply the whole log (reads are local everywhere). A write
 // made on a follower is carried to the leader by the injected Forwarder (the node does it
 // over HTTP: ApplyForwarded on the other end); errors keep their model sentinel.

@@ -327,10 +327,14 @@ func applyUpdateShard(b *pebble.Batch, id model.StripeID, index int, from model.
 	if sh.Node == cur.Node {
 		return st, nil
 	}
+	already := 0
 	for i, o := range st.Shards {
 		if i != index && o.Node == sh.Node {
-			return st, fmt.Errorf("stripe %q shard %d: %w", id, index, model.Invalid("node", "node %q already holds shard %d of the stripe", sh.Node, i))
+			already++
 		}
+	}
+	if already >= max(st.M, 1) {
+		return st, fmt.Errorf("stripe %q shard %d: %w", id, index, model.Invalid("node", "node %q already holds %d shards of the stripe (at most m=%d)", sh.Node, already, st.M))
 	}
 	if sh.Segment == "" {
 		sh.Segment = cur.Segment
@@ -371,8 +375,14 @@ func applyUpdateShard(b *pebble.Batch, id model.StripeID, index int, from model.
 			return st, storeErr(err)
 		}
 	}
-	if err := b.Delete(nodeStripeKey(from, id), nil); err != nil {
-		return st, storeErr(err)
+	stillThere := false
+	for _, o := range st.Shards {
+		stillThere = stillThere || o.Node == from
+	}
+	if !stillThere {
+		if err := b.Delete(nodeStripeKey(from, id), nil); err != nil {
+			return st, storeErr(err)
+		}
 	}
 	if err := b.Set(nodeStripeKey(sh.Node, id), nil, nil); err != nil {
 		return st, storeErr(err)

@@ -81,6 +81,8 @@ func TestFormation(t *testing.T) {
 	check(5, 3)
 	start = time.Now()
 	h.Add()
+	check(6, 5)
+	start = time.Now()
 	h.Add()
 	check(7, 5)
 }

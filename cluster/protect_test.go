@@ -197,3 +197,58 @@ func TestPlanAvoidsFullNodes(t *testing.T) {
 		t.Fatalf("%d cameras placed", len(out.Changes))
 	}
 }
+
+// TestPlanRepairColocatesWhenTooFewNodes: 6 nodes had 4+2 stripes and 2 died; the 4
+// survivors already hold a shard of every stripe, so the lost shards go to survivors
+// holding the fewest shards of the stripe — never more than m on one node, so losing any
+// one node still leaves k shards. A mirror (m = 1) never puts both copies on one node.
+func TestPlanRepairColocatesWhenTooFewNodes(t *testing.T) {
+	in := infos("n1", "n2", "n3", "n4", "n5", "n6")
+	in["n5"].Alive, in["n6"].Alive = false, false
+	marked := map[model.NodeID]repairMark{"n5": {Node: "n5", Reason: repairDead}, "n6": {Node: "n6", Reason: repairDead}}
+	sh := func(nodes ...string) []model.StripeShard {
+		out := make([]model.StripeShard, len(nodes))
+		for i, n := range nodes {
+			out[i] = model.StripeShard{Node: model.NodeID(n), Bytes: 100}
+		}
+		return out
+	}
+	stripes := []model.Stripe{
+		{ID: "a-42", K: 4, M: 2, Shards: sh("n1", "n2", "n3", "n4", "n5", "n6")},
+		{ID: "b-42", K: 4, M: 2, Shards: sh("n5", "n6", "n1", "n2", "n3", "n4")},
+		{ID: "c-11", K: 1, M: 1, Shards: sh("n1", "n5")},
+	}
+	p := planRepair(repairInput{Stripes: stripes, Marked: marked, Nodes: in})
+	if p.Stuck != 0 || p.Unrecoverable != 0 || p.Pending != 5 {
+		t.Fatalf("plan: stuck %d unrecoverable %d pending %d, want 0, 0, 5 (tasks %+v)", p.Stuck, p.Unrecoverable, p.Pending, p.Tasks)
+	}
+	after := map[model.StripeID]map[model.NodeID]int{}
+	for _, st := range stripes {
+		after[st.ID] = map[model.NodeID]int{}
+		for _, s := range st.Shards {
+			if _, lost := marked[s.Node]; !lost {
+				after[st.ID][s.Node]++
+			}
+		}
+	}
+	for _, tk := range p.Tasks {
+		if !in[tk.To].Alive {
+			t.Fatalf("task %+v: target dead", tk)
+		}
+		after[tk.Stripe.ID][tk.To]++
+	}
+	for _, st := range stripes {
+		for n, c := range after[st.ID] {
+			if c > st.M {
+				t.Errorf("stripe %s: %d shards on %s after repair, more than m=%d (losing %s would lose the stripe)", st.ID, c, n, st.M, n)
+			}
+		}
+	}
+	// Only n1 alive: the mirror cannot be repaired onto the node that holds its other copy.
+	solo := infos("n1", "n5")
+	solo["n5"].Alive = false
+	q := planRepair(repairInput{Stripes: stripes[2:], Marked: map[model.NodeID]repairMark{"n5": marked["n5"]}, Nodes: solo})
+	if len(q.Tasks) != 0 || q.Stuck != 1 {
+		t.Fatalf("mirror with one live node: tasks %+v, stuck %d; want none, stuck 1", q.Tasks, q.Stuck)
+	}
+}

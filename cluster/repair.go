@@ -145,6 +145,7 @@ func planRepair(in repairInput) repairPlan {
 			_ = i
 		}
 		var tasks []RepairTask
+		planned := map[model.NodeID]int{}
 		for _, i := range lost {
 			var free []*nodeInfo
 			for _, n := range cands {
@@ -154,9 +155,16 @@ func planRepair(in repairInput) repairPlan {
 			}
 			to := pickSpread(fmt.Sprintf("repair\x00%s\x00%d", st.ID, i), free, 1, used)
 			if len(to) == 0 {
+				// Fewer live nodes than k+m: co-locate the shard on the live node that
+				// holds the fewest shards of the stripe, never more than m (losing that
+				// node must stay survivable).
+				to = colocate(fmt.Sprintf("repair\x00%s\x00%d", st.ID, i), st, cands, in.Marked, planned)
+			}
+			if len(to) == 0 {
 				tasks = nil
 				break
 			}
+			planned[to[0]]++
 			inStripe[to[0]] = true
 			if z := in.Nodes[to[0]].Zone; z != "" {
 				used[z] = true
@@ -397,4 +405,30 @@ func (c *Cluster) reconcileRepair(now time.Time, mem *leaderMemory) time.Time {
 		}
 	}
 	return wake
+}
+
+// colocate picks, for a stripe that cannot have its k+m shards on distinct live nodes,
+// the candidate holding the fewest of its shards (surviving and planned), below m.
+func colocate(key string, st model.Stripe, cands []*nodeInfo, marked map[model.NodeID]repairMark, planned map[model.NodeID]int) []model.NodeID {
+	held := map[model.NodeID]int{}
+	for _, sh := range st.Shards {
+		if _, m := marked[sh.Node]; !m {
+			held[sh.Node]++
+		}
+	}
+	var best []*nodeInfo
+	bestN := -1
+	for _, n := range cands {
+		c := held[n.ID] + planned[n.ID]
+		if c >= st.M {
+			continue
+		}
+		switch {
+		case bestN < 0 || c < bestN:
+			best, bestN = []*nodeInfo{n}, c
+		case c == bestN:
+			best = append(best, n)
+		}
+	}
+	return pickSpread(key, best, 1, map[string]bool{})
 }

@@ -213,7 +213,7 @@ func TestUpdateShardIsCompareAndSet(t *testing.T) {
 		want     string
 	}{
 		{5, "n3", model.StripeShard{Node: "n6"}, model.ErrInvalid, "index: 5 is not a shard"},
-		{2, "n3", model.StripeShard{Node: "n1"}, model.ErrInvalid, `node: node "n1" already holds shard 0`},
+		{2, "n3", model.StripeShard{Node: "n1"}, model.ErrInvalid, `node: node "n1" already holds 1 shards of the stripe (at most m=1)`},
 		{2, "n3", model.StripeShard{Node: "n6", Checksum: 99}, model.ErrCorrupt, "checksum 00000063"},
 		{2, "n3", model.StripeShard{Node: "n6", Segment: "s0"}, model.ErrInvalid, "segment:"},
 		{2, "n3", model.StripeShard{}, model.ErrInvalid, "node: is required"},

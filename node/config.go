@@ -21,6 +21,8 @@ import (
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/model"
 	"github.com/vigie-vms/vigie/node/protect"
+	"github.com/vigie-vms/vigie/storage"
+	"github.com/vigie-vms/vigie/storage/erasure"
 )
 
 // Config is everything a node needs to run. Its zero values are not meaningful: start from
@@ -53,6 +55,18 @@ type Config struct {
 	RetentionCapDays  int           `yaml:"retention_cap_days" help:"no camera keeps footage longer than this, whatever its setting (legal maximum 30)"`
 	RetentionInterval time.Duration `yaml:"retention_interval" help:"how often expired segments are deleted"`
 
+	// Footage protection (DESIGN.md write path 6, read path, repair).
+	StorageMinFreeBytes int64         `yaml:"storage_min_free_bytes" help:"free space kept for recording: below it the node takes no new shards and its cameras move to nodes with space"`
+	StripeCodes         []string      `yaml:"stripe_codes" help:"comma-separated per-class erasure codes overriding the cluster-size ladder, e.g. critical=4+2 (used when the cluster has k+m nodes)"`
+	StripeInterval      time.Duration `yaml:"stripe_interval" help:"how often sealed segments are grouped into erasure-coded stripes"`
+	StripeMinAge        time.Duration `yaml:"stripe_min_age" help:"a sealed segment is striped once it ended this long ago"`
+	StripeMaxWait       time.Duration `yaml:"stripe_max_wait" help:"when fewer than k segments are waiting, the oldest is striped with fewer data shards after this long"`
+	OrphanGrace         time.Duration `yaml:"orphan_grace" help:"a shard no committed stripe names is deleted after this long"`
+	RepairGrace         time.Duration `yaml:"repair_grace" help:"a node dead this long has its shards rebuilt on other nodes"`
+	RepairRateBytes     int64         `yaml:"repair_rate_bytes" help:"bytes per second one node writes when rebuilding shards (0: unlimited)"`
+	ScrubRateBytes      int64         `yaml:"scrub_rate_bytes" help:"bytes per second the scrubber reads to re-verify checksums (0: unlimited)"`
+	ScrubPause          time.Duration `yaml:"scrub_pause" help:"pause between two scrub passes over the node's shards"`
+
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
 
@@ -83,20 +97,30 @@ type Inject struct {
 
 // DefaultConfig is the embedded default: one node, everything on 127.0.0.1.
 func DefaultConfig() Config {
+	pdef := protect.DefaultConfig()
 	return Config{
-		NodeID:            "node-1",
-		DataDir:           "./vigie-data",
-		HTTPAddr:          "127.0.0.1:8080",
-		GRPCAddr:          "127.0.0.1:9090",
-		RTSPAddr:          "127.0.0.1:8554",
-		RaftAddr:          "127.0.0.1:7000",
-		SegmentMaxBytes:   32 << 20,
-		SegmentMaxAge:     10 * time.Minute,
-		FragmentMax:       time.Second,
-		RetentionCapDays:  model.MaxRetentionDays,
-		RetentionInterval: time.Minute,
-		LogLevel:          "info",
-		LogFormat:         "text",
+		NodeID:              "node-1",
+		DataDir:             "./vigie-data",
+		HTTPAddr:            "127.0.0.1:8080",
+		GRPCAddr:            "127.0.0.1:9090",
+		RTSPAddr:            "127.0.0.1:8554",
+		RaftAddr:            "127.0.0.1:7000",
+		SegmentMaxBytes:     32 << 20,
+		SegmentMaxAge:       10 * time.Minute,
+		FragmentMax:         time.Second,
+		RetentionCapDays:    model.MaxRetentionDays,
+		RetentionInterval:   time.Minute,
+		StorageMinFreeBytes: storage.DefaultMinFreeBytes,
+		StripeInterval:      pdef.StripeInterval,
+		StripeMinAge:        pdef.MinSegmentAge,
+		StripeMaxWait:       pdef.MaxStripeWait,
+		OrphanGrace:         pdef.OrphanGrace,
+		RepairGrace:         cluster.DefaultConfig().RepairGrace,
+		RepairRateBytes:     pdef.RepairRate,
+		ScrubRateBytes:      pdef.ScrubRate,
+		ScrubPause:          pdef.ScrubPause,
+		LogLevel:            "info",
+		LogFormat:           "text",
 	}
 }
 
@@ -152,6 +176,37 @@ func (c Config) Validate() error {
 	if c.RetentionInterval < time.Second {
 		bad("retention_interval", "must be at least 1s, got %s", c.RetentionInterval)
 	}
+	if _, err := c.stripeCodes(); err != nil {
+		bad("stripe_codes", "%v", err)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"stripe_interval", c.StripeInterval}, {"stripe_min_age", c.StripeMinAge}, {"scrub_pause", c.ScrubPause}} {
+		if d.v <= 0 {
+			bad(d.key, "must be positive, got %s", d.v)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"stripe_max_wait", c.StripeMaxWait}, {"orphan_grace", c.OrphanGrace}, {"repair_grace", c.RepairGrace}} {
+		if d.v < 0 {
+			bad(d.key, "must not be negative, got %s", d.v)
+		}
+	}
+	if c.OrphanGrace > 0 && c.OrphanGrace < time.Second {
+		bad("orphan_grace", "must be at least 1s (a stripe being shipped must not look orphaned), got %s", c.OrphanGrace)
+	}
+	if c.StorageMinFreeBytes < 0 {
+		bad("storage_min_free_bytes", "must not be negative, got %d", c.StorageMinFreeBytes)
+	}
+	if c.RepairRateBytes < 0 {
+		bad("repair_rate_bytes", "must not be negative, got %d", c.RepairRateBytes)
+	}
+	if c.ScrubRateBytes < 0 {
+		bad("scrub_rate_bytes", "must not be negative, got %d", c.ScrubRateBytes)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
@@ -159,6 +214,37 @@ func (c Config) Validate() error {
 		bad("log_format", "must be text or json, got %q", c.LogFormat)
 	}
 	return errors.Join(errs...)
+}
+
+// stripeCodes parses StripeCodes ("class=k+m" entries) into per-class overrides.
+func (c Config) stripeCodes() (erasure.Overrides, error) {
+	out := erasure.Overrides{}
+	for _, e := range c.StripeCodes {
+		class, code, ok := strings.Cut(e, "=")
+		class = strings.TrimSpace(class)
+		var k, m int
+		if ok {
+			if _, err := fmt.Sscanf(strings.TrimSpace(code), "%d+%d", &k, &m); err != nil {
+				ok = false
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("entry %q is not class=k+m (e.g. critical=4+2)", e)
+		}
+		rc := model.RedundancyClass(class)
+		if rc != model.RedundancyStandard && rc != model.RedundancyCritical {
+			return nil, fmt.Errorf("entry %q: unknown redundancy class %q (standard or critical)", e, class)
+		}
+		if _, dup := out[rc]; dup {
+			return nil, fmt.Errorf("entry %q: class %s is given twice", e, class)
+		}
+		ec := erasure.Code{K: k, M: m}
+		if err := ec.Validate(); err != nil {
+			return nil, fmt.Errorf("entry %q: %v", e, err)
+		}
+		out[rc] = ec
+	}
+	return out, nil
 }
 
 // Logger builds the node's logger from LogLevel and LogFormat.

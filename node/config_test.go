@@ -21,6 +21,9 @@ func TestExampleConfigEqualsDefaults(t *testing.T) {
 	if len(cfg.Seeds) == 0 {
 		cfg.Seeds = nil // "seeds: []" in the file
 	}
+	if len(cfg.StripeCodes) == 0 {
+		cfg.StripeCodes = nil // "stripe_codes: []"
+	}
 	if def := DefaultConfig(); !reflect.DeepEqual(cfg, def) {
 		t.Errorf("deploy/node.example.yaml differs from DefaultConfig():\nfile:    %+v\ndefault: %+v", cfg, def)
 	}
@@ -52,6 +55,10 @@ func TestBadConfigs(t *testing.T) {
 		{"seed without port", func(c *Config) { c.GossipAddr = "127.0.0.1:7946"; c.Seeds = []string{"127.0.0.2"} }, []string{"config seeds: entry 1 \"127.0.0.2\" is not host:port"}},
 		{"seeds without gossip", func(c *Config) { c.Seeds = []string{"127.0.0.2:7946"} }, []string{"config gossip_addr: is required to join seeds"}},
 		{"retention over the legal maximum", func(c *Config) { c.RetentionCapDays = 31 }, []string{"config retention_cap_days: must be between 1 and 30"}},
+		{"bad stripe code", func(c *Config) { c.StripeCodes = []string{"critical=4-2"} }, []string{"config stripe_codes: entry \"critical=4-2\" is not class=k+m"}},
+		{"unknown redundancy class", func(c *Config) { c.StripeCodes = []string{"gold=4+2"} }, []string{"unknown redundancy class \"gold\""}},
+		{"negative rates and graces", func(c *Config) { c.ScrubRateBytes = -1; c.RepairGrace = -time.Second; c.StripeInterval = 0 }, []string{
+			"config scrub_rate_bytes: must not be negative", "config repair_grace: must not be negative", "config stripe_interval: must be positive"}},
 		{"several at once", func(c *Config) { c.SegmentMaxBytes = 10; c.LogFormat = "xml"; c.FragmentMax = time.Minute }, []string{
 			"config segment_max_bytes:", "config log_format: must be text or json", "config fragment_max:"}},
 	} {
@@ -92,6 +99,9 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 	if cfg.LogLevel != "warn" {
 		t.Errorf("flag should override the environment: log_level=%s", cfg.LogLevel)
+	}
+	if ov, err := (Config{StripeCodes: []string{"critical=4+2", " standard = 2+1"}}).stripeCodes(); err != nil || ov["critical"].K != 4 || ov["critical"].M != 2 || ov["standard"].K != 2 {
+		t.Errorf("stripe codes critical=4+2, standard=2+1 parsed as %v, %v", ov, err)
 	}
 	if !reflect.DeepEqual(cfg.Seeds, []string{"127.0.0.2:7946", "127.0.0.3:7946"}) {
 		t.Errorf("comma-separated seeds from the environment: %q", cfg.Seeds)

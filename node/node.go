@@ -119,6 +119,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	scfg.NodeID = model.NodeID(n.cfg.NodeID)
 	scfg.Logger = n.log.With(slog.String("component", "storage"))
 	scfg.NoSync = n.cfg.NoSync
+	scfg.MinFreeBytes = n.cfg.StorageMinFreeBytes
 	if n.store, err = storage.Open(scfg); err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
@@ -146,6 +147,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ccfg.Forwarder = newHTTPForwarder()
 	}
 	ccfg.SecretKey = key
+	ccfg.RepairGrace = n.cfg.RepairGrace
 	ccfg.Logger = n.base.With(slog.String("component", "cluster"))
 	if n.cfg.Inject.Cluster != nil {
 		n.cfg.Inject.Cluster(&ccfg)
@@ -199,6 +201,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	pcfg := protect.DefaultConfig()
 	pcfg.Self, pcfg.Store, pcfg.Catalog, pcfg.Clients = model.NodeID(n.cfg.NodeID), n.store, n.clu, n.conns.Client
 	pcfg.Logger = n.log.With(slog.String("component", "protect"))
+	pcfg.Overrides, _ = n.cfg.stripeCodes() // validated by Config.Validate
+	pcfg.StripeInterval, pcfg.MinSegmentAge, pcfg.MaxStripeWait = n.cfg.StripeInterval, n.cfg.StripeMinAge, n.cfg.StripeMaxWait
+	pcfg.OrphanGrace, pcfg.RepairRate = n.cfg.OrphanGrace, n.cfg.RepairRateBytes
+	pcfg.ScrubRate, pcfg.ScrubPause = n.cfg.ScrubRateBytes, n.cfg.ScrubPause
 	if n.cfg.Inject.Protect != nil {
 		n.cfg.Inject.Protect(&pcfg)
 	}

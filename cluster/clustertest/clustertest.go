@@ -230,12 +230,12 @@ func (h *Cluster) Followers() []*Node {
 }
 
 // WaitServers waits until the leader's raft configuration holds n servers, with as many
-// voters as the cluster keeps for n nodes (3 from 3, 5 from 7, else 1).
+// voters as the cluster keeps for n nodes (3 from 3, 5 from 6, else 1).
 func (h *Cluster) WaitServers(n int, timeout time.Duration) {
 	h.t.Helper()
 	want := 1
 	switch {
-	case n >= 7:
+	case n >= 6:
 		want = 5
 	case n >= 3:
 		want = 3

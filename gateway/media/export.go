@@ -83,19 +83,24 @@ func (e *Export) Add(frag []byte, start time.Time, fetch func() ([]byte, error))
 				}
 				if n := len(et.t.Samples); n > 0 {
 					// Stretch or shrink the previous sample so this one lands at its place
-					// (a gap in the recording, or clock jitter between segments).
+					// (a gap in the recording, or clock jitter between segments). It never
+					// shrinks below half its duration: a segment that starts a little before
+					// the previous one ended (two nodes' clocks at a handover) is pushed
+					// later instead, or players and remuxers see two frames at one time.
 					if si == 0 {
 						last := et.t.Samples[n-1]
 						d := int64(last.Duration) + base - et.next
-						if d < 1 {
-							d = 1
+						if floor := max(int64(last.Duration)/2, 1); d < floor {
+							d = floor
 						}
+						et.next += d - int64(last.Duration)
 						last.Duration = uint32(d)
 					}
 				} else {
 					if base > 0 && base < 1<<31 {
 						et.t.TimeOffset = int32(base)
 					}
+					et.next = base
 				}
 				pi, ti, si := pi, ti, si
 				et.t.Samples = append(et.t.Samples, &pmp4.Sample{
@@ -110,7 +115,7 @@ func (e *Export) Add(frag []byte, start time.Time, fetch func() ([]byte, error))
 					added++
 				}
 				dts += int64(s.Duration)
-				et.next = dts
+				et.next += int64(s.Duration)
 			}
 		}
 	}

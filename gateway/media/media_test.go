@@ -88,3 +88,41 @@ func FuzzRebase(f *testing.F) {
 		}
 	})
 }
+
+// TestExportSegmentStartingEarlyIsPushedLater: at a handover the new owner's first
+// fragment can start a few milliseconds before the old owner's last frame ends (two
+// nodes' receive clocks). The export keeps every frame at least half a frame long (a
+// 1-tick frame gives two frames one decode time once remuxed) and the stretch absorbs
+// a real gap as before.
+func TestExportSegmentStartingEarlyIsPushedLater(t *testing.T) {
+	origin := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := NewExport(testInit(t), origin, origin.Add(time.Minute))
+	add := func(frag []byte, at time.Time) {
+		t.Helper()
+		if _, err := e.Add(frag, at, func() ([]byte, error) { return frag, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.StartSegment()
+	add(testFragment(t, 9_000_000, 4_800_000), origin) // video frames of 40 ms end at 80 ms
+	e.StartSegment()
+	add(testFragment(t, 1_000, 1_000), origin.Add(20*time.Millisecond)) // 60 ms early
+	e.StartSegment()
+	add(testFragment(t, 5_000, 5_000), origin.Add(time.Second)) // after a gap
+	video := e.tracks[1].t.Samples
+	if len(video) != 6 {
+		t.Fatalf("%d video samples, want 6", len(video))
+	}
+	if d := video[1].Duration; d != 1800 {
+		t.Errorf("last frame before the early segment lasts %d ticks, want 1800 (half a frame; the early segment pushed 40 ms later)", d)
+	}
+	// The gap absorbs the push: the frame before it ends at exactly 1 s (90,000 ticks).
+	if d := video[3].Duration; d != 90000-9000 {
+		t.Errorf("frame before the gap lasts %d ticks, want %d (the next segment at its wall-clock time)", d, 90000-9000)
+	}
+	for i, s := range video {
+		if s.Duration < 1800 {
+			t.Errorf("video sample %d lasts %d ticks (< half a frame)", i, s.Duration)
+		}
+	}
+}

@@ -153,7 +153,7 @@ const diskThreshold = 0.01
 // ReportDisk records node's disk usage. The node calls it every ~10 s: only a change of
 // Full or TotalBytes, or of FreeBytes by more than 1 % of TotalBytes, goes into a raft
 // command, so a steady node writes almost nothing. Placement reads it: a full node gets
-// no new cameras, hot replicas or shards.
+// no new cameras, hot replicas or shards, and its cameras move to nodes with space.
 func (c *Cluster) ReportDisk(ctx context.Context, node model.NodeID, u DiskUsage) error {
 	if old, ok := c.Disk(node); ok && old.Full == u.Full && old.TotalBytes == u.TotalBytes &&
 		float64(abs64(old.FreeBytes-u.FreeBytes)) <= diskThreshold*float64(u.TotalBytes) {

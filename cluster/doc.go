@@ -48,7 +48,9 @@
 // and gossip view, the hot replica nodes of a camera (ReplicaNodes, a rendezvous hash:
 // another zone, never a full node) and where a new stripe's shards go (PlaceStripe,
 // weighted by free space). Nodes report their disk (ReportDisk); a full node gets no new
-// cameras, replicas or shards. When a node has been dead for RepairGrace, or is
+// cameras, replicas or shards, and its cameras are handed over make-before-break to nodes
+// with space (they come back by rebalancing once it reports space; nothing moves when
+// every node is full). When a node has been dead for RepairGrace, or is
 // decommissioned, the leader marks it; every node then derives the same repair plan
 // (RepairTasks: which shard each node rebuilds, most endangered stripes first) and
 // records each rebuilt shard with UpdateShard, a compare-and-set on the shard's node.

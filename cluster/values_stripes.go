@@ -82,7 +82,8 @@ type DiskUsage struct {
 	FreeBytes  int64 `json:"free_bytes"`
 	TotalBytes int64 `json:"total_bytes"`
 	// Full: the node refuses new data (below its reserve). A full node gets no new
-	// cameras, hot replicas, stripe shards or repaired shards; what it has stays.
+	// cameras, hot replicas, stripe shards or repaired shards; its cameras are handed over
+	// make-before-break to nodes with space; its footage stays.
 	Full bool `json:"full"`
 }
 

@@ -190,12 +190,12 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"stripe_max_wait", c.StripeMaxWait}, {"orphan_grace", c.OrphanGrace}, {"repair_grace", c.RepairGrace}} {
+	}{{"stripe_max_wait", c.StripeMaxWait}, {"repair_grace", c.RepairGrace}} {
 		if d.v < 0 {
 			bad(d.key, "must not be negative, got %s", d.v)
 		}
 	}
-	if c.OrphanGrace > 0 && c.OrphanGrace < time.Second {
+	if c.OrphanGrace < time.Second {
 		bad("orphan_grace", "must be at least 1s (a stripe being shipped must not look orphaned), got %s", c.OrphanGrace)
 	}
 	if c.StorageMinFreeBytes < 0 {

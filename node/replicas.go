@@ -43,7 +43,17 @@ func (n *Node) replicaUpkeep() {
 			dead[m.ID] = true
 		}
 	}
-	orphans, err := n.rep.Orphans(func(_ model.CameraID, owner model.NodeID) bool { return !dead[owner] })
+	// An owner counts as gone when gossip holds it dead and the leader has moved its
+	// camera away. Gossip alone is not enough: a node that has just restarted holds every
+	// node it has not heard from yet as dead, and adopting a live owner's open segment
+	// would cut that owner's replication (its copy is refused as "adopted").
+	orphans, err := n.rep.Orphans(func(camera model.CameraID, owner model.NodeID) bool {
+		if !dead[owner] {
+			return true
+		}
+		a, err := n.clu.Assignment(camera)
+		return err == nil && (a.Node == owner || a.Next == owner)
+	})
 	if err != nil {
 		n.log.Warn("replicas: orphans", slog.Any("err", err))
 	}

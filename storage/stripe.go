@@ -118,6 +118,14 @@ type DegradedReader struct {
 	mu       sync.Mutex
 	down     map[int]bool
 	degraded int64 // bytes served by reconstruction
+
+	// The last row rebuilt (RowSize-aligned): playback and export read a segment a
+	// fragment at a time, a few fragments per row, and every shard read verifies whole
+	// checksum blocks; rebuilding each fragment alone would fetch and check the same
+	// k blocks again for each one.
+	rowMu  sync.Mutex
+	rowOff int64 // -1: none
+	row    []byte
 }
 
 // NewDegradedReader returns a reader of data shard index (0 ≤ index < k) of st.
@@ -131,7 +139,7 @@ func NewDegradedReader(st Stripe, index int, f ShardFetcher, opts DegradedReader
 	if opts.RowSize <= 0 {
 		opts.RowSize = erasure.DefaultRowSize
 	}
-	return &DegradedReader{st: st, index: index, f: f, opts: opts, down: map[int]bool{}}, nil
+	return &DegradedReader{st: st, index: index, f: f, opts: opts, down: map[int]bool{}, rowOff: -1}, nil
 }
 
 // Size is the segment's size.
@@ -175,8 +183,8 @@ func (r *DegradedReader) ReadAtContext(ctx context.Context, p []byte, off int64)
 		r.failed(r.index, err)
 	}
 	for done := 0; done < len(want); {
-		n := min(len(want)-done, r.opts.RowSize)
-		if err := r.rebuildRange(ctx, r.index, want[done:done+n], off+int64(done)); err != nil {
+		n, err := r.readRow(ctx, want[done:], off+int64(done))
+		if err != nil {
 			return done, err
 		}
 		done += n
@@ -185,6 +193,28 @@ func (r *DegradedReader) ReadAtContext(ctx context.Context, p []byte, off int64)
 	r.degraded += int64(len(want))
 	r.mu.Unlock()
 	return r.eof(len(want), len(p))
+}
+
+// readRow copies into p what the RowSize-aligned row holding off has from off on, rebuilt
+// from k other shards unless it is the row rebuilt last.
+func (r *DegradedReader) readRow(ctx context.Context, p []byte, off int64) (int, error) {
+	rs := int64(r.opts.RowSize)
+	start := off / rs * rs
+	r.rowMu.Lock()
+	defer r.rowMu.Unlock()
+	if r.rowOff != start {
+		n := min(rs, r.Size()-start)
+		if int64(cap(r.row)) < n {
+			r.row = make([]byte, n)
+		}
+		r.row = r.row[:n]
+		r.rowOff = -1
+		if err := r.rebuildRange(ctx, r.index, r.row, start); err != nil {
+			return 0, err
+		}
+		r.rowOff = start
+	}
+	return copy(p, r.row[off-start:]), nil
 }
 
 func (r *DegradedReader) eof(n, asked int) (int, error) {

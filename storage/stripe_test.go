@@ -332,3 +332,49 @@ func TestStripeValidate(t *testing.T) {
 		t.Errorf("degraded reader of a parity shard: %v", err)
 	}
 }
+
+// countingFetcher counts the shard reads it passes on.
+type countingFetcher struct {
+	ShardFetcher
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *countingFetcher) ReadShard(ctx context.Context, node model.NodeID, ref ShardRef, p []byte, off int64) error {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+	return c.ShardFetcher.ReadShard(ctx, node, ref, p, off)
+}
+
+// TestDegradedReadFragmentByFragment: playback reads a segment a fragment at a time; with
+// its node down, each row is rebuilt once (k shard reads), not once per fragment, and the
+// bytes are the segment's.
+func TestDegradedReadFragmentByFragment(t *testing.T) {
+	c := newTestCluster(t, 2, 1, []int{40, 40})
+	f := &countingFetcher{ShardFetcher: c.without(0)}
+	const row = 256 << 10
+	r, err := NewDegradedReader(c.stripe, 0, f, DegradedReaderOptions{RowSize: row})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, r.Size())
+	buf := make([]byte, 20<<10) // a fragment
+	for off := int64(0); off < r.Size(); {
+		n, err := r.ReadAt(buf, off)
+		got = append(got, buf[:n]...)
+		off += int64(n)
+		if err != nil && off < r.Size() {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, c.data[0]) {
+		t.Fatalf("degraded read of %d bytes differs from the segment", len(got))
+	}
+	rows := int((r.Size() + row - 1) / row)
+	// One failed read of the lost shard, then k reads per row.
+	if max := 1 + 2*rows; f.reads > max {
+		t.Errorf("%d shard reads for %d rows of a 2+1 stripe, want at most %d (each row rebuilt once)", f.reads, rows, max)
+	}
+	t.Logf("%d bytes in %d-byte reads: %d shard reads for %d rows", r.Size(), len(buf), f.reads, rows)
+}

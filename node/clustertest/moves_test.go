@@ -182,15 +182,15 @@ func TestCriticalCameraKillOwner(t *testing.T) {
 }
 
 // TestPartitionedOwner cuts the owner of about 10 cameras off the quorum, keeps it cut off
-// (VIGIE_PARTITION_SECONDS, default 15 s), then heals: no footage of the cut-off side is
+// (VIGIE_PARTITION_SECONDS, default 30 s), then heals: no footage of the cut-off side is
 // committed as current-epoch footage while it is cut off; after healing, its footage is in
 // the catalog as reconciled footage, and the union of both sides' footage of those
 // cameras has no hole.
 func TestPartitionedOwner(t *testing.T) {
 	if testing.Short() {
-		t.Skip("skipped in -short mode: 5 nodes, a partition of 15 s")
+		t.Skip("skipped in -short mode: 5 nodes, a partition of 30 s")
 	}
-	cut := 15 * time.Second
+	cut := 30 * time.Second
 	if s := os.Getenv("VIGIE_PARTITION_SECONDS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {

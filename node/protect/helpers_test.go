@@ -286,6 +286,7 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 		cfg.MinSegmentAge = 0
 		cfg.RowSize = 64 << 10
 		cfg.RepairRate, cfg.ScrubRate = 0, 0
+		cfg.SurplusGrace = 0 // shipped segments leave at once (TestShippedSegmentStaysForReadsUnderWay tests the grace)
 		p, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)

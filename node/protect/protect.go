@@ -60,6 +60,10 @@ type Config struct {
 	// never happened, or one deleted) is deleted after it was seen orphaned this long. A
 	// stripe whose shipping takes longer than half of it is abandoned, not committed.
 	OrphanGrace time.Duration
+	// SurplusGrace: a segment this node shipped as a stripe's data shard to another node
+	// is deleted here once it has been surplus this long, so that reads already under
+	// way (a playback or export opened on this node) finish; 0 deletes it at once.
+	SurplusGrace time.Duration
 	// RepairInterval is how often RepairTasks is asked; RepairLimit how many tasks at a
 	// time; RepairRate the bytes per second repairs write (0: unlimited).
 	RepairInterval time.Duration
@@ -84,6 +88,7 @@ func DefaultConfig() Config {
 		MinSegmentAge:  time.Minute,
 		MaxStripeWait:  30 * time.Minute,
 		OrphanGrace:    30 * time.Minute,
+		SurplusGrace:   2 * time.Minute,
 		RepairInterval: 15 * time.Second,
 		RepairLimit:    4,
 		RepairRate:     100 << 20,
@@ -121,7 +126,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"min_segment_age", c.MinSegmentAge}, {"max_stripe_wait", c.MaxStripeWait}, {"scrub_pause", c.ScrubPause}} {
+	}{{"min_segment_age", c.MinSegmentAge}, {"max_stripe_wait", c.MaxStripeWait}, {"scrub_pause", c.ScrubPause}, {"surplus_grace", c.SurplusGrace}} {
 		if d.v < 0 {
 			bad("protect."+d.name, "must not be negative, got %s", d.v)
 		}
@@ -185,8 +190,9 @@ type Protector struct {
 	idx    map[model.SegmentID]cachedIndex
 	idxLRU []model.SegmentID
 
-	orphanMu   sync.Mutex
-	orphanSeen map[storage.ShardID]time.Time
+	orphanMu    sync.Mutex
+	orphanSeen  map[storage.ShardID]time.Time
+	surplusSeen map[model.SegmentID]time.Time // guarded by orphanMu
 
 	stripeMu sync.Mutex // one striping round at a time
 
@@ -211,6 +217,7 @@ func New(cfg Config) (*Protector, error) {
 	p := &Protector{
 		cfg: cfg, log: log.With(slog.String("component", "protect")),
 		idx: map[model.SegmentID]cachedIndex{}, orphanSeen: map[storage.ShardID]time.Time{},
+		surplusSeen: map[model.SegmentID]time.Time{},
 	}
 	p.fetcher = &transfer.Fetcher{Self: cfg.Self, Local: cfg.Store, Clients: cfg.Clients}
 	return p, nil

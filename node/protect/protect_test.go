@@ -404,3 +404,44 @@ func TestStartReportsDiskAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShippedSegmentStaysForReadsUnderWay: a segment shipped to another node as a stripe's
+// data shard stays readable on the node that recorded it for SurplusGrace (a playback or
+// export opened there before the stripe was committed goes on), then garbage collection
+// deletes it.
+func TestShippedSegmentStaysForReadsUnderWay(t *testing.T) {
+	c := newTestCluster(t, 4)
+	ctx := context.Background()
+	n1 := c.node("n1")
+	n1.prot.cfg.SurplusGrace = 300 * time.Millisecond
+	rng := rand.New(rand.NewPCG(3, 4))
+	var recs []recording
+	for i := range 2 {
+		recs = append(recs, record(t, c, n1.store, "n1", "cam-a", t0.Add(time.Duration(i)*time.Hour), 5, 40<<10, rng))
+	}
+	if made, err := n1.prot.StripeOnce(ctx); err != nil || made != 1 {
+		t.Fatalf("StripeOnce = %d, %v; want 1 stripe", made, err)
+	}
+	var shipped model.SegmentID
+	for _, r := range recs {
+		st, _, _ := c.cat.StripeOf(r.seg.ID)
+		if st.Shards[dataIndex(st, r.seg.ID)].Node != "n1" {
+			shipped = r.seg.ID
+		}
+	}
+	if shipped == "" {
+		t.Fatal("no segment was shipped to another node")
+	}
+	n1.prot.CollectGarbage(ctx)
+	if _, local := n1.store.Segment(shipped); local != nil {
+		t.Fatalf("shipped segment %s deleted on n1 before the grace: %v", shipped, local)
+	}
+	time.Sleep(400 * time.Millisecond)
+	n1.prot.CollectGarbage(ctx)
+	if _, local := n1.store.Segment(shipped); local == nil {
+		t.Fatalf("shipped segment %s still on n1 after the grace", shipped)
+	}
+	if got := n1.prot.Stats().SurplusDeleted; got != 1 {
+		t.Errorf("surplus segments deleted: %d, want 1", got)
+	}
+}

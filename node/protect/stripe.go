@@ -275,8 +275,13 @@ func (p *Protector) makeStripe(ctx context.Context, segs []model.Segment, m int)
 		if i == 0 {
 			continue
 		}
-		// The catalog now places the segment on its shard's node: the local copy is surplus.
-		if err := p.cfg.Store.Delete(s.ID); err != nil && !errors.Is(err, model.ErrNotFound) {
+		// The catalog now places the segment on its shard's node: the local copy is
+		// surplus, deleted by garbage collection after SurplusGrace (reads under way).
+		if p.cfg.SurplusGrace > 0 {
+			p.orphanMu.Lock()
+			p.surplusSeen[s.ID] = time.Now()
+			p.orphanMu.Unlock()
+		} else if err := p.cfg.Store.Delete(s.ID); err != nil && !errors.Is(err, model.ErrNotFound) {
 			p.log.Warn("stripe: delete shipped segment (retried by garbage collection)", slog.String("segment", string(s.ID)), slog.Any("error", err))
 		}
 	}
@@ -392,6 +397,19 @@ func (p *Protector) CollectGarbage(ctx context.Context) {
 		if i < 0 || st.Shards[i].Node == p.cfg.Self || st.Shards[i].Node == "" {
 			continue
 		}
+		p.orphanMu.Lock()
+		first, ok := p.surplusSeen[s.ID]
+		if !ok {
+			first = now
+			p.surplusSeen[s.ID] = now
+		}
+		p.orphanMu.Unlock()
+		if now.Sub(first) < p.cfg.SurplusGrace {
+			continue
+		}
+		p.orphanMu.Lock()
+		delete(p.surplusSeen, s.ID)
+		p.orphanMu.Unlock()
 		if err := p.cfg.Store.Delete(s.ID); err != nil && !errors.Is(err, model.ErrNotFound) {
 			p.log.Warn("garbage collection: delete surplus segment", slog.String("segment", string(s.ID)), slog.Any("error", err))
 			continue

@@ -21,31 +21,10 @@ import (
 // until every node sees all 50 alive.
 func BenchmarkMemberlistConvergence50(b *testing.B) {
 	const n = 50
-	def := cluster.DefaultConfig()
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
-		net := clustertest.NewNetwork()
-		mls := make([]*memberlist.Memberlist, n)
 		start := time.Now()
-		for j := range mls {
-			mc := memberlist.DefaultLANConfig()
-			mc.Name = fmt.Sprintf("m%02d", j)
-			mc.Transport = net.NewTransport(mc.Name)
-			mc.ProbeInterval, mc.ProbeTimeout = def.ProbeInterval, def.ProbeTimeout
-			mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = def.SuspicionMult, def.SuspicionMaxTimeoutMult
-			mc.GossipInterval, mc.PushPullInterval = def.GossipInterval, def.PushPullInterval
-			mc.Logger = log.New(io.Discard, "", 0)
-			ml, err := memberlist.Create(mc)
-			if err != nil {
-				b.Fatal(err)
-			}
-			mls[j] = ml
-			if j > 0 {
-				if _, err := ml.Join([]string{net.Addr("m00")}); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
+		mls := startMemberlists(b, clustertest.NewNetwork(), n)
 		joined := time.Since(start)
 		for {
 			all := true
@@ -167,35 +146,13 @@ func BenchmarkFailureDetection(b *testing.B) {
 
 // detectOnce runs one detection: see BenchmarkFailureDetection.
 func detectOnce(b *testing.B, n int) (first, all time.Duration) {
-	def := cluster.DefaultConfig()
 	net := clustertest.NewNetwork()
-	mls := make([]*memberlist.Memberlist, n)
+	mls := startMemberlists(b, net, n)
 	defer func() {
 		for _, ml := range mls {
-			if ml != nil {
-				_ = ml.Shutdown()
-			}
+			_ = ml.Shutdown()
 		}
 	}()
-	for j := range mls {
-		mc := memberlist.DefaultLANConfig()
-		mc.Name = fmt.Sprintf("m%02d", j)
-		mc.Transport = net.NewTransport(mc.Name)
-		mc.ProbeInterval, mc.ProbeTimeout = def.ProbeInterval, def.ProbeTimeout
-		mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = def.SuspicionMult, def.SuspicionMaxTimeoutMult
-		mc.GossipInterval, mc.PushPullInterval = def.GossipInterval, def.PushPullInterval
-		mc.Logger = log.New(io.Discard, "", 0)
-		ml, err := memberlist.Create(mc)
-		if err != nil {
-			b.Fatal(err)
-		}
-		mls[j] = ml
-		if j > 0 {
-			if _, err := ml.Join([]string{net.Addr("m00")}); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
 	waitMembers := func(what string, ok func(ml *memberlist.Memberlist) bool, skip int) time.Duration {
 		start := time.Now()
 		for {
@@ -261,4 +218,31 @@ func medianMs(ds []time.Duration) float64 {
 	s := append([]time.Duration(nil), ds...)
 	slices.Sort(s)
 	return float64(s[len(s)/2].Microseconds()) / 1000
+}
+
+// startMemberlists starts n memberlist nodes m00… on net with the cluster's default
+// gossip timings, each joining through m00.
+func startMemberlists(b *testing.B, net *clustertest.Network, n int) []*memberlist.Memberlist {
+	def := cluster.DefaultConfig()
+	mls := make([]*memberlist.Memberlist, n)
+	for j := range mls {
+		mc := memberlist.DefaultLANConfig()
+		mc.Name = fmt.Sprintf("m%02d", j)
+		mc.Transport = net.NewTransport(mc.Name)
+		mc.ProbeInterval, mc.ProbeTimeout = def.ProbeInterval, def.ProbeTimeout
+		mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = def.SuspicionMult, def.SuspicionMaxTimeoutMult
+		mc.GossipInterval, mc.PushPullInterval = def.GossipInterval, def.PushPullInterval
+		mc.Logger = log.New(io.Discard, "", 0)
+		ml, err := memberlist.Create(mc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mls[j] = ml
+		if j > 0 {
+			if _, err := ml.Join([]string{net.Addr("m00")}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return mls
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
@@ -25,7 +26,8 @@ type recordings struct {
 	rep   *replica.Receiver  // hot replicas held here; nil in tests without them
 	prot  *protect.Protector // reads of striped segments (degraded when a holder is down); nil in tests
 	self  model.NodeID
-	peer  *peerClient // nil: single node, no peers asked
+	peer  *peerClient  // nil: single node, no peers asked
+	log   *slog.Logger // nil: slog.Default()
 }
 
 var _ gateway.Recordings = (*recordings)(nil)
@@ -67,8 +69,10 @@ func (r *recordings) Deletions(camera model.CameraID, from, to time.Time) ([]mod
 }
 
 // remoteOpenSegments asks the other nodes recording the camera for the segments they are
-// still writing (sealed ones are in the catalog). A node that does not answer in time is
-// skipped: the timeline then shows its live edge late, not wrong.
+// still writing (sealed ones are in the catalog). A busy node gets three tries of 3 s
+// (an export that silently left out a live segment was seen at 2 s under a loaded
+// verification); a node that still does not answer is skipped and logged: the timeline
+// then shows its live edge late, not wrong.
 func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Time) []model.Segment {
 	if r.peer == nil {
 		return nil
@@ -82,12 +86,25 @@ func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Tim
 		if node == "" || node == r.self {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		segs, err := r.peer.openSegments(ctx, node, camera, from, to)
-		cancel()
-		if err == nil {
-			out = append(out, segs...)
+		var segs []model.Segment
+		for try := 0; try < 3; try++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			segs, err = r.peer.openSegments(ctx, node, camera, from, to)
+			cancel()
+			if err == nil {
+				break
+			}
 		}
+		if err != nil {
+			logger := r.log
+			if logger == nil {
+				logger = slog.Default()
+			}
+			logger.Warn("open segments of a peer: left out of the answer", slog.String("node", string(node)),
+				slog.String("camera", string(camera)), slog.Any("error", err))
+			continue
+		}
+		out = append(out, segs...)
 	}
 	return out
 }

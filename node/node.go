@@ -218,7 +218,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gcfg.Logger = n.log
 	gcfg.Catalog = n.clu
 	n.peer = newPeerClient(n.peerAddr)
-	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, rep: n.rep, prot: n.prot, self: model.NodeID(n.cfg.NodeID), peer: n.peer}
+	gcfg.Recordings = &recordings{clu: n.clu, store: n.store, rep: n.rep, prot: n.prot, self: model.NodeID(n.cfg.NodeID), peer: n.peer, log: n.log}
 	gcfg.GRPCServices = append(gcfg.GRPCServices, transfer.NewServer(n.store, n.log.With(slog.String("component", "transfer"))).Register)
 	gcfg.Holds = n.clu
 	gcfg.Health = newClusterHealth(n)

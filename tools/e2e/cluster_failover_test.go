@@ -129,7 +129,10 @@ func TestClusterKillNode(t *testing.T) {
 		}
 	}
 
-	// Export of the minute before the kill from every survivor.
+	// Export of the minute before the kill from every survivor. For the killed node's
+	// cameras, at most the fragment in flight (1 s at 25 frames/s) and the frames sent
+	// while the kill was delivered may be missing at the end.
+	const lossAtKill = 30
 	from, to := killedAt.Add(-time.Minute), killedAt
 	for _, sv := range survivors {
 		okStayed, okMoved := 0, 0
@@ -153,7 +156,7 @@ func TestClusterKillNode(t *testing.T) {
 			var err error
 			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
 				c, err = exportFrames(sv.base(), id, from, to)
-				if err == nil && c.Missing == 0 && c.Frames >= 50*25 || time.Now().After(deadline) {
+				if err == nil && c.Missing == 0 && c.Frames >= 5*25 && c.Last+lossAtKill >= sentAtKill[id] || time.Now().After(deadline) {
 					break
 				}
 			}
@@ -161,8 +164,8 @@ func TestClusterKillNode(t *testing.T) {
 			case err != nil:
 				movedErr = err.Error()
 				t.Errorf("export of %s (recorded by %s before the kill) from %s: %v", id, victim.id, sv.id, err)
-			case c.Missing > 0 || c.Frames < 50*25:
-				t.Errorf("export of the minute before the kill of %s (recorded by %s) from %s: %s; want consecutive frames, at least 50 s of them", id, victim.id, sv.id, c)
+			case c.Missing > 0 || c.Frames < 5*25 || c.Last+lossAtKill < sentAtKill[id]:
+				t.Errorf("export of the minute before the kill of %s (recorded by %s) from %s: %s; want consecutive frames up to within %d of frame %d (sent at the kill)", id, victim.id, sv.id, c, lossAtKill, sentAtKill[id])
 			default:
 				okMoved++
 			}

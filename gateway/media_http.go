@@ -162,19 +162,28 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 		// incoming owner started recording before the old one stopped), switch to it where
 		// it starts, on its first keyframe, rather than serving this one to its end and
 		// resuming the next at a later keyframe, which would skip the frames in between.
+		// The segment switched to is the first later one that starts inside this one and
+		// goes on after it — not necessarily the next by start: after a restart the
+		// incoming owner records a short segment under the old epoch, then one under its
+		// new epoch, both inside the outgoing owner's last segment; resuming after the
+		// outgoing segment's end would wait for a keyframe and skip the frames before it.
 		var switchAt time.Time
-		if si+1 < len(p.segs) {
-			if next := p.segs[si+1]; next.Start.Before(seg.End) && next.End.After(seg.End) && next.Start.After(covered) && next.CodecHash == codec {
-				switchAt = next.Start
+		switchTo := -1
+		for k := si + 1; k < len(p.segs) && p.segs[k].Start.Before(seg.End); k++ {
+			if next := p.segs[k]; next.End.After(seg.End) && next.Start.After(covered) && next.CodecHash == codec {
+				switchAt, switchTo = next.Start, k
+				break
 			}
 		}
 		needKey := true
+		switched := false
 		for _, fi := range frags[from:] {
 			if !fi.Start.Before(end) {
 				return time.Time{}, nil
 			}
 			if !switchAt.IsZero() && !fi.End().Before(switchAt.Add(tolerance)) {
-				break // the rest is served from the next segment
+				switched = true
+				break // the rest is served from the segment switched to
 			}
 			if !covered.IsZero() && fi.Start.Before(covered.Add(-tolerance)) {
 				needKey = true
@@ -196,7 +205,11 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 		}
 		rd.Close()
 		rd = nil
-		for si++; si < len(p.segs) && !p.segs[si].End.After(covered); si++ {
+		if switched {
+			si = switchTo
+		} else {
+			for si++; si < len(p.segs) && !p.segs[si].End.After(covered); si++ {
+			}
 		}
 		if si >= len(p.segs) || !p.segs[si].Start.Before(end) {
 			return time.Time{}, nil

@@ -391,7 +391,7 @@ func runHelperNode(raw string) error {
 	cfg.Inject.Protect = func(c *protect.Config) {
 		c.StripeInterval, c.MinSegmentAge, c.MaxStripeWait = tm.StripeInterval, tm.MinSegmentAge, tm.MaxStripeWait
 		c.OrphanGrace, c.RepairInterval = tm.OrphanGrace, tm.RepairInterval
-		c.SurplusGrace = tm.OrphanGrace / 3 // shipped segments leave within the test's settle time
+		c.SurplusGrace = 2 * time.Second // shipped segments leave well within the 10 s the check allows after a stripe is made
 		c.ScrubPause, c.DiskInterval = 10*time.Second, 2*time.Second
 		if spec.CommitDelay > 0 {
 			c.Catalog = slowCommits{Catalog: c.Catalog, delay: spec.CommitDelay}

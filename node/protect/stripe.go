@@ -385,6 +385,17 @@ func (p *Protector) CollectGarbage(ctx context.Context) {
 		p.log.Warn("garbage collection: list segments", slog.Any("error", err))
 		return
 	}
+	present := make(map[model.SegmentID]bool, len(segs))
+	for _, s := range segs {
+		present[s.ID] = true
+	}
+	p.orphanMu.Lock()
+	for id := range p.surplusSeen { // deleted some other way (retention)
+		if !present[id] {
+			delete(p.surplusSeen, id)
+		}
+	}
+	p.orphanMu.Unlock()
 	for _, s := range segs {
 		if !s.Sealed || ctx.Err() != nil {
 			continue

@@ -65,16 +65,7 @@ func TestClusterKillNode(t *testing.T) {
 	time.Sleep(12 * time.Second) // a sealed segment (10 s) and more before the kill
 
 	st := getClusterStatus(t, nodes[0].base())
-	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Cameras > st.Nodes[j].Cameras })
-	var victim *clusterNode
-	var survivors []*clusterNode
-	for _, nd := range nodes {
-		if nd.id == st.Nodes[0].ID {
-			victim = nd
-		} else {
-			survivors = append(survivors, nd)
-		}
-	}
+	victim, survivors := busiest(st, nodes)
 	owner := ownersOf(t, survivors[0].base(), ids, begin)
 	var moved, stayed []string
 	for _, id := range ids {

@@ -124,3 +124,21 @@ func knownBugE2E(t *testing.T, bug, format string, args ...any) {
 	}
 	t.Logf("KNOWN BUG (%s; VIGIE_KNOWN_BUGS=fail makes it fail): %s", bug, msg)
 }
+
+// busiest returns the node recording the most cameras in st, and the others.
+func busiest(st clusterStatus, nodes []*clusterNode) (victim *clusterNode, survivors []*clusterNode) {
+	top := st.Nodes[0]
+	for _, n := range st.Nodes {
+		if n.Cameras > top.Cameras {
+			top = n
+		}
+	}
+	for _, nd := range nodes {
+		if nd.id == top.ID {
+			victim = nd
+		} else {
+			survivors = append(survivors, nd)
+		}
+	}
+	return victim, survivors
+}

@@ -73,16 +73,7 @@ func TestOwnerKilledMidSegment(t *testing.T) {
 	time.Sleep(before + 2*time.Second) // the whole window before the kill is in open segments (max age 60 s)
 
 	st := getClusterStatus(t, nodes[0].base())
-	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Cameras > st.Nodes[j].Cameras })
-	var victim *clusterNode
-	var survivors []*clusterNode
-	for _, nd := range nodes {
-		if nd.id == st.Nodes[0].ID {
-			victim = nd
-		} else {
-			survivors = append(survivors, nd)
-		}
-	}
+	victim, survivors := busiest(st, nodes)
 	owner := ownersOf(t, survivors[0].base(), ids, begin)
 	var moved []string
 	for _, id := range ids {

@@ -175,17 +175,27 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 				break
 			}
 		}
+		cut := len(frags) // the fragment where the switch happens, if any
+		if switchTo >= 0 {
+			cut = seam(frags, from, switchAt, tolerance)
+		}
 		needKey := true
 		switched := false
-		for _, fi := range frags[from:] {
+		servedHere := false
+		for i := from; i < len(frags); i++ {
+			fi := frags[i]
 			if !fi.Start.Before(end) {
 				return time.Time{}, nil
 			}
-			if !switchAt.IsZero() && !fi.End().Before(switchAt.Add(tolerance)) {
+			if i >= cut {
 				switched = true
 				break // the rest is served from the segment switched to
 			}
-			if !covered.IsZero() && fi.Start.Before(covered.Add(-tolerance)) {
+			// Only footage of other segments can be served twice: the fragments of one
+			// segment follow each other even when their times overlap (the recorder's
+			// clock mapping moves when the camera's first RTCP sender report arrives: a
+			// fragment can start 150 ms before the previous one ends).
+			if !servedHere && !covered.IsZero() && fi.Start.Before(covered.Add(-tolerance)) {
 				needKey = true
 				continue
 			}
@@ -199,14 +209,27 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 			if err := fn(seg, rd, fi); err != nil {
 				return time.Time{}, err
 			}
-			if fi.End().After(covered) {
-				covered = fi.End()
+			servedHere = true
+			// What is served ends where the catalog says the segment ends: a segment cut
+			// at a handover ends where the next owner's starts, even when its last
+			// fragment's own times (another node's clock mapping) run 100+ ms past it.
+			fe := fi.End()
+			if !seg.End.IsZero() && seg.End.Before(fe) {
+				fe = seg.End
+			}
+			if fe.After(covered) {
+				covered = fe
 			}
 		}
 		rd.Close()
 		rd = nil
 		if switched {
 			si = switchTo
+			// The seam is chosen: the new segment is served from its first fragment,
+			// whatever the two nodes' clocks say of the fragment served last.
+			if covered.After(p.segs[si].Start) {
+				covered = p.segs[si].Start
+			}
 		} else {
 			for si++; si < len(p.segs) && !p.segs[si].End.After(covered); si++ {
 			}
@@ -224,6 +247,42 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 		}
 		frags, from = rd.Fragments(), 0
 	}
+}
+
+// seamWindow bounds how far apart two nodes' clock mappings of one camera are taken to be
+// at a handover (receive-time mappings under load were seen 100–150 ms apart).
+const seamWindow = 500 * time.Millisecond
+
+// seam returns the index of the first fragment of frags (from index from on) not to serve
+// when switching to a segment that starts at switchAt. The incoming owner's segment
+// starts on a keyframe, and the outgoing recorder starts a fragment at every keyframe, so
+// that keyframe is the fragment of frags that starts with a keyframe nearest to switchAt
+// — the two nodes' clocks may disagree by a few hundred ms, a fragment is one second:
+// cutting by time alone lost or repeated a fragment. Without such a fragment within
+// seamWindow the cut is by time: the first fragment ending after switchAt (+ tolerance).
+func seam(frags []model.FragmentInfo, from int, switchAt time.Time, tolerance time.Duration) int {
+	best, bestDist := -1, seamWindow+1
+	for i := from; i < len(frags) && frags[i].Start.Before(switchAt.Add(seamWindow+1)); i++ {
+		if !frags[i].Keyframe {
+			continue
+		}
+		d := frags[i].Start.Sub(switchAt)
+		if d < 0 {
+			d = -d
+		}
+		if d < bestDist {
+			best, bestDist = i, d
+		}
+	}
+	if best >= 0 {
+		return best
+	}
+	for i := from; i < len(frags); i++ {
+		if !frags[i].End().Before(switchAt.Add(tolerance)) {
+			return i
+		}
+	}
+	return len(frags)
 }
 
 func parseMediaID(r *http.Request) (model.CameraID, error) {

@@ -374,3 +374,55 @@ func TestStreamAcrossRestartHandoverLosesNoFrame(t *testing.T) {
 		t.Errorf("stream across the restart handover has %d frames, want all 250 of the clip", frames)
 	}
 }
+
+// TestStreamAcrossClockShiftsLosesNoFrame: the times the recorder gives fragments are a
+// clock mapping that can move (the camera's first RTCP sender report re-anchors it) and
+// that differs between nodes. Two shapes seen in a real-process failover run, each of
+// which used to cost a whole GOP: (a) inside one segment, a fragment starting 150 ms
+// before the previous one ends; (b) at a handover, the outgoing segment's last fragment
+// running 113 ms past the catalog's end of the segment, where the incoming owner's
+// segment starts.
+func TestStreamAcrossClockShiftsLosesNoFrame(t *testing.T) {
+	c := loadClip(t)
+	cat := newFakeCatalog()
+	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
+	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	count := func(segs []*fakeSegment) int {
+		g := startGateway(t, cat, &fakeRecordings{segs: segs}, nil)
+		url := fmt.Sprintf("http://%s/media/v1/cameras/cam1/stream.mp4?start=%s&duration=10s",
+			g.HTTPAddr(), t0.Format(time.RFC3339Nano))
+		frames, _ := probeFrames(t, url)
+		return frames
+	}
+
+	one := buildSegments(t, c, "cam1", []segSpec{{id: "one", from: 0, to: 250, start: t0}})
+	for k := 1; k < len(one[0].frags); k++ {
+		one[0].frags[k].Start = one[0].frags[k].Start.Add(-150 * time.Millisecond)
+	}
+	if frames := count(one); frames != 250 {
+		t.Errorf("(a) one segment whose clock moved back 150 ms after its first fragment: %d frames, want all 250", frames)
+	}
+
+	segs := buildSegments(t, c, "cam1", []segSpec{
+		{id: "old", from: 0, to: 140, start: t0},
+		{id: "mid", from: 100, to: 150, start: t0.Add(100*frameDur + 113*time.Millisecond)},
+		{id: "new", from: 150, to: 250, start: t0.Add(150 * frameDur)},
+	})
+	segs[1].seg.Node, segs[2].seg.Node, segs[2].seg.Epoch = "n2", "n2", 2
+	segs[1].seg.End = segs[2].seg.Start // the catalog ends it where the new owner starts
+	if frames := count(segs); frames != 250 {
+		t.Errorf("(b) handover whose outgoing fragments run 113 ms past the catalog's end: %d frames, want all 250", frames)
+	}
+
+	// (c) the outgoing owner's clock runs 123 ms late: its fragment holding the frames just
+	// before the incoming owner's first keyframe ends 123 ms after that keyframe's time.
+	segs = buildSegments(t, c, "cam1", []segSpec{
+		{id: "old", from: 0, to: 140, start: t0.Add(123 * time.Millisecond)},
+		{id: "next", from: 50, to: 100, start: t0.Add(50 * frameDur)},
+		{id: "new", from: 100, to: 250, start: t0.Add(100 * frameDur)},
+	})
+	segs[1].seg.Node, segs[2].seg.Node, segs[2].seg.Epoch = "n2", "n2", 2
+	if frames := count(segs); frames != 250 {
+		t.Errorf("(c) handover from an owner whose clock runs 123 ms late: %d frames, want all 250", frames)
+	}
+}

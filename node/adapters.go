@@ -42,16 +42,22 @@ func (r *recordings) Segments(camera model.CameraID, from, to time.Time) ([]mode
 		return nil, err
 	}
 	local = append(local, r.remoteOpenSegments(camera, from, to)...)
-	seen := make(map[model.SegmentID]bool, len(sealed))
-	for _, s := range sealed {
-		seen[s.ID] = true
+	seen := make(map[model.SegmentID]int, len(sealed)+len(local)) // index in out
+	for i, s := range sealed {
+		seen[s.ID] = i
 	}
 	out := sealed
 	added := false
 	for _, s := range local {
-		if !seen[s.ID] {
+		i, ok := seen[s.ID]
+		switch {
+		case !ok:
+			seen[s.ID] = len(out)
 			out = append(out, s)
 			added = true
+		case i >= len(sealed) && s.Fragments > out[i].Fragments:
+			// Two uncommitted copies (the owner's, a hot replica's): the longer one.
+			out[i] = s
 		}
 	}
 	if added {
@@ -69,9 +75,9 @@ func (r *recordings) Deletions(camera model.CameraID, from, to time.Time) ([]mod
 }
 
 // remoteOpenSegments asks the other nodes recording the camera for the segments they are
-// still writing (sealed ones are in the catalog). A busy node gets three tries of 3 s
-// (an export that silently left out a live segment was seen at 2 s under a loaded
-// verification); a node that still does not answer is skipped and logged: the timeline
+// still writing, or have sealed but not yet committed to the catalog. A busy node gets
+// three tries of 3 s (an export that silently left out a live segment was seen at 2 s
+// under a loaded verification); a node that still does not answer is skipped and logged: the timeline
 // then shows its live edge late, not wrong.
 func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Time) []model.Segment {
 	if r.peer == nil {
@@ -113,30 +119,27 @@ func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Tim
 // from the node that recorded it, else from a node holding a hot replica of it.
 func (r *recordings) OpenSegment(ctx context.Context, seg model.Segment) (gateway.SegmentReader, error) {
 	if seg.Node != "" && seg.Node != r.self && r.peer != nil {
+		// The hot replica held here saves a network read when it has every fragment the
+		// listing counted; one that lags (being caught up) is the last resort, not the
+		// first: read from it, an export would end where the replica does.
+		var lagging gateway.SegmentReader
 		if r.rep != nil {
 			if rd, err := r.rep.Store().OpenReader(seg.ID); err == nil {
-				return rd, nil
+				if len(rd.Fragments()) >= seg.Fragments {
+					return rd, nil
+				}
+				lagging = rd
 			}
 		}
-		rd, err := r.peer.openSegment(ctx, seg)
+		rd, err := r.openElsewhere(ctx, seg)
 		if err == nil {
+			if lagging != nil {
+				lagging.Close()
+			}
 			return rd, nil
 		}
-		for _, holder := range r.clu.ReplicasFor(seg.Camera, seg.Node) {
-			if holder == r.self {
-				continue
-			}
-			alt := seg
-			alt.Node = holder
-			if rd, rerr := r.peer.openSegment(ctx, alt); rerr == nil {
-				return rd, nil
-			}
-		}
-		// The holder is down: rebuild the segment from any k shards of its stripe.
-		if r.prot != nil {
-			if rd, perr := r.prot.OpenSegment(ctx, seg); perr == nil {
-				return rd, nil
-			}
+		if lagging != nil {
+			return lagging, nil
 		}
 		return nil, err
 	}
@@ -158,6 +161,32 @@ func (r *recordings) OpenSegment(ctx context.Context, seg model.Segment) (gatewa
 		return nil, fmt.Errorf("segment %s on node %s: %w", seg.ID, seg.Node, err)
 	}
 	return rd, nil
+}
+
+// openElsewhere opens a segment another node holds: from the node that recorded it, else
+// from a node holding a hot replica of it, else from its stripe's shards.
+func (r *recordings) openElsewhere(ctx context.Context, seg model.Segment) (gateway.SegmentReader, error) {
+	rd, err := r.peer.openSegment(ctx, seg)
+	if err == nil {
+		return rd, nil
+	}
+	for _, holder := range r.clu.ReplicasFor(seg.Camera, seg.Node) {
+		if holder == r.self {
+			continue
+		}
+		alt := seg
+		alt.Node = holder
+		if rd, rerr := r.peer.openSegment(ctx, alt); rerr == nil {
+			return rd, nil
+		}
+	}
+	// The holder is down: rebuild the segment from any k shards of its stripe.
+	if r.prot != nil {
+		if rd, perr := r.prot.OpenSegment(ctx, seg); perr == nil {
+			return rd, nil
+		}
+	}
+	return nil, err
 }
 
 // clusterInfo is the cluster status as the gateway shows it, with what only the node

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/vigie-vms/vigie/loadtest/simcam"
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/storage"
 )
 
 // freeAddr returns a 127.0.0.1 address with a port nobody listens on right now.
@@ -324,5 +326,106 @@ func TestPeerReadsAreByteIdentical(t *testing.T) {
 	}
 	if _, err := peer.openSegment(ctx, model.Segment{ID: "cam-1.0000000000000001.1", Node: "node-1"}); !errors.Is(err, model.ErrNotFound) {
 		t.Errorf("unknown segment via peer: %v, want ErrNotFound", err)
+	}
+}
+
+// TestPeerListsSegmentsTheCatalogLacks: another node asking what this one holds beyond
+// the catalog gets its open segments and the sealed ones whose commit is still pending
+// (between seal and commit a segment is in neither list: an export made then left out
+// everything from its start), not the committed ones.
+func TestPeerListsSegmentsTheCatalogLacks(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.RTSPAddr = ""
+	n := startNode(t, cfg)
+	defer n.Close()
+	ctx := context.Background()
+	if _, err := n.clu.CreateTenant(ctx, model.Tenant{ID: "lyon", Name: "Lyon"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.clu.CreateCameras(ctx, []model.Camera{{ID: "cam-1", Tenant: "lyon", URL: "rtsp://127.0.0.1:1/x", Recording: model.RecordOff}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := n.clu.Assign(ctx, "cam-1", model.NodeID(cfg.NodeID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	write := func(at time.Time, seal bool) model.Segment {
+		t.Helper()
+		w, err := n.store.Create("cam-1", a.Epoch, []byte("init"), at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Append(model.Fragment{Start: at, Duration: time.Second, Keyframe: true, Data: []byte("moofmdat")}); err != nil {
+			t.Fatal(err)
+		}
+		if !seal {
+			return w.Info()
+		}
+		seg, err := w.Seal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seg
+	}
+	committed := write(start, true)
+	if err := n.clu.CommitSegment(ctx, committed); err != nil {
+		t.Fatal(err)
+	}
+	pending := write(start.Add(time.Second), true)
+	open := write(start.Add(2*time.Second), false)
+
+	peer := newPeerClient(func(model.NodeID) (string, error) { return n.HTTPAddr(), nil })
+	got, err := peer.openSegments(ctx, model.NodeID(cfg.NodeID), "cam-1", start.Add(-time.Second), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[model.SegmentID]bool{}
+	for _, s := range got {
+		ids[s.ID] = true
+	}
+	if len(got) != 2 || !ids[pending.ID] || !ids[open.ID] {
+		t.Errorf("peer lists %v; want the sealed-but-uncommitted %s and the open %s (not the committed %s)", ids, pending.ID, open.ID, committed.ID)
+	}
+}
+
+// TestOpenSegmentSkipsALaggingLocalReplica: a node holding a hot replica of another
+// node's open segment reads it locally only when the replica has every fragment the
+// listing counted; a replica still being caught up would end the export early, so the
+// recording node is read instead.
+func TestOpenSegmentSkipsALaggingLocalReplica(t *testing.T) {
+	cfgA, cfgB := testConfig(t, t.TempDir()), testConfig(t, t.TempDir())
+	cfgA.RTSPAddr, cfgB.RTSPAddr = "", ""
+	cfgA.NodeID, cfgB.NodeID = "node-a", "node-b"
+	a, b := startNode(t, cfgA), startNode(t, cfgB)
+	defer a.Close()
+	defer b.Close()
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	write := func(st *storage.Store, n int) model.Segment {
+		t.Helper()
+		w, err := st.Create("cam-1", 1, []byte("init"), start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			f := model.Fragment{Start: start.Add(time.Duration(i) * time.Second), Duration: time.Second, Keyframe: i%2 == 0, Data: []byte(fmt.Sprintf("fragment %d", i))}
+			if err := w.Append(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return w.Info()
+	}
+	seg := write(b.store, 5) // the recording node, still writing
+	write(a.rep.Store(), 2)  // node A's replica of it, 3 fragments behind
+	seg.Node = model.NodeID(cfgB.NodeID)
+	rec := &recordings{clu: a.clu, store: a.store, rep: a.rep, self: model.NodeID(cfgA.NodeID), log: testLogger(t),
+		peer: newPeerClient(func(model.NodeID) (string, error) { return b.HTTPAddr(), nil })}
+	rd, err := rec.OpenSegment(context.Background(), seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if got := len(rd.Fragments()); got != 5 {
+		t.Errorf("open segment %s from node A: %d fragments, want the recording node's 5 (A's replica holds 2)", seg.ID, got)
 	}
 }

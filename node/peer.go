@@ -146,9 +146,19 @@ func (n *Node) servePeerOpenSegments(w http.ResponseWriter, r *http.Request) {
 			segs = append(segs, more...)
 		}
 	}
+	// Open segments, and sealed ones the catalog does not list yet: between its seal and
+	// its commit (seconds when every camera of a node seals at once and the leader is
+	// busy) a segment is in neither, and an export made then left it out — every frame
+	// from its start to the end of the window.
+	committed := map[model.SegmentID]bool{}
+	if sealed, err := n.clu.Segments(model.CameraID(r.PathValue("id")), from, to); err == nil {
+		for _, s := range sealed {
+			committed[s.ID] = true
+		}
+	}
 	open := segs[:0]
 	for _, s := range segs {
-		if !s.Sealed {
+		if !s.Sealed || !committed[s.ID] {
 			open = append(open, s)
 		}
 	}

@@ -51,6 +51,7 @@ type fragRef struct {
 // fragment (a keyframe), which becomes time 0; samples at or after end are left out.
 func NewExport(init *fmp4.Init, origin, end time.Time) *Export {
 	e := &Export{init: init, origin: origin, end: end, rb: NewRebaser(init, origin), tracks: map[int]*exportTrack{}}
+	e.rb.wallTimes = true
 	for _, it := range init.Tracks {
 		t := &pmp4.Track{ID: it.ID, TimeScale: it.TimeScale, Codec: it.Codec}
 		e.pres.Tracks = append(e.pres.Tracks, t)

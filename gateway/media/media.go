@@ -77,6 +77,10 @@ type Rebaser struct {
 	ref    *fmp4.InitTrack
 	scale  map[int]uint32
 	shift  map[int]int64 // ticks added to each track's tfdt in the current segment
+	end    map[int]int64 // each track's decode time after the last sample placed
+	// wallTimes: a segment is placed at its wall-clock time even when that is before the
+	// end of what was placed (Export does its own ordering and cuts its end by wall time).
+	wallTimes bool
 	seq    uint32
 	buf    seekablebuffer.Buffer
 }
@@ -84,7 +88,7 @@ type Rebaser struct {
 // NewRebaser returns a Rebaser for fragments described by init; origin is the wall-clock
 // time that becomes media time 0 (the first fragment's start).
 func NewRebaser(init *fmp4.Init, origin time.Time) *Rebaser {
-	r := &Rebaser{origin: origin, init: init, ref: refTrack(init), scale: map[int]uint32{}, shift: map[int]int64{}}
+	r := &Rebaser{origin: origin, init: init, ref: refTrack(init), scale: map[int]uint32{}, shift: map[int]int64{}, end: map[int]int64{}}
 	for _, t := range init.Tracks {
 		r.scale[t.ID] = t.TimeScale
 	}
@@ -121,6 +125,12 @@ func (r *Rebaser) Place(frag []byte, start time.Time) (fmp4.Parts, error) {
 					d := float64(pt.BaseTime)/float64(ts) - float64(refBase)/float64(r.ref.TimeScale)
 					base += int64(math.Round(d * float64(ts)))
 				}
+				// A segment never starts before the end of what was placed: two nodes'
+				// clock mappings differ by up to a few hundred ms at a handover, and decode
+				// times that go back make players drop the overlapping frames.
+				if e, ok := r.end[pt.ID]; ok && base < e && !r.wallTimes {
+					base = e
+				}
 				r.shift[pt.ID] = base - int64(pt.BaseTime)
 			}
 			nb := int64(pt.BaseTime) + r.shift[pt.ID]
@@ -128,6 +138,10 @@ func (r *Rebaser) Place(frag []byte, start time.Time) (fmp4.Parts, error) {
 				nb = 0
 			}
 			pt.BaseTime = uint64(nb)
+			for _, smp := range pt.Samples {
+				nb += int64(smp.Duration)
+			}
+			r.end[pt.ID] = nb
 		}
 		r.seq++
 		p.SequenceNumber = r.seq

@@ -81,8 +81,8 @@ type Rebaser struct {
 	// wallTimes: a segment is placed at its wall-clock time even when that is before the
 	// end of what was placed (Export does its own ordering and cuts its end by wall time).
 	wallTimes bool
-	seq    uint32
-	buf    seekablebuffer.Buffer
+	seq       uint32
+	buf       seekablebuffer.Buffer
 }
 
 // NewRebaser returns a Rebaser for fragments described by init; origin is the wall-clock

@@ -38,6 +38,14 @@
 // {"error": "..."}: 400 naming the parameter, 404 for an unknown camera or a range with
 // nothing recorded.
 //
+// Footage recorded twice (a handover, a critical camera, a healed partition) is served
+// once. The times of fragments are each recorder's clock mapping, and two nodes' mappings
+// of one camera differ by up to a few hundred ms, so seams are not cut by time alone: a
+// switch to a segment that starts inside the current one cuts the current one at its
+// keyframe fragment nearest the new segment's start (the same frame on both nodes); a
+// fragment is served only once per segment but the fragments of one segment are never
+// skipped among themselves; what a segment served ends at the catalog's end of it.
+//
 // # What it must not do
 //
 // The gateway imports only package model of Vigie: it declares the interfaces it consumes

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -87,29 +88,39 @@ func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Tim
 	if err != nil {
 		return nil
 	}
-	var out []model.Segment
+	var nodes []model.NodeID
 	for _, node := range []model.NodeID{a.Node, a.Next, a.Secondary} {
-		if node == "" || node == r.self {
-			continue
+		if node != "" && node != r.self && !slices.Contains(nodes, node) {
+			nodes = append(nodes, node)
 		}
-		var segs []model.Segment
-		for try := 0; try < 3; try++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			segs, err = r.peer.openSegments(ctx, node, camera, from, to)
-			cancel()
-			if err == nil {
-				break
+	}
+	// The nodes are asked in parallel: a frozen one costs its tries once, not once each.
+	answers := make([][]model.Segment, len(nodes))
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		wg.Go(func() {
+			var segs []model.Segment
+			var err error
+			for try := 0; try < 3; try++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				segs, err = r.peer.openSegments(ctx, node, camera, from, to)
+				cancel()
+				if err == nil {
+					answers[i] = segs
+					return
+				}
 			}
-		}
-		if err != nil {
 			logger := r.log
 			if logger == nil {
 				logger = slog.Default()
 			}
 			logger.Warn("open segments of a peer: left out of the answer", slog.String("node", string(node)),
 				slog.String("camera", string(camera)), slog.Any("error", err))
-			continue
-		}
+		})
+	}
+	wg.Wait()
+	var out []model.Segment
+	for _, segs := range answers {
 		out = append(out, segs...)
 	}
 	return out

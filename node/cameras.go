@@ -103,7 +103,7 @@ func (m *cameraManager) sync(ctx context.Context) {
 	}
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	var stopping []*cameraRun
 	for id, run := range m.running {
 		cam, ok := desired[id]
 		if ok && sameIngest(run.cam, cam) {
@@ -116,9 +116,15 @@ func (m *cameraManager) sync(ctx context.Context) {
 			run.rec.setIDOffset(idOffset(roles[id], self))
 			continue
 		}
-		m.stopLocked(run)
+		stopping = append(stopping, run)
 		delete(m.running, id)
 	}
+	m.mu.Unlock()
+	// Stopped without the lock, in parallel: a recorder stuck on a slow disk must not
+	// hold up the others, nor the health and metrics readers that take the lock.
+	stopRuns(stopping)
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for id, cam := range desired {
 		if _, ok := m.running[id]; ok {
 			continue
@@ -247,23 +253,30 @@ func (m *cameraManager) start(cam model.Camera, epoch uint64) (*cameraRun, error
 	return run, nil
 }
 
-func (m *cameraManager) stopLocked(run *cameraRun) {
-	run.cancel()
-	<-run.done
-	run.rec.close()
+// stopRuns stops recorders in parallel and waits for them: each one's ingest ends and its
+// open segment is sealed and queued for commit.
+func stopRuns(runs []*cameraRun) {
+	var wg sync.WaitGroup
+	for _, run := range runs {
+		wg.Go(func() {
+			run.cancel()
+			<-run.done
+			run.rec.close()
+		})
+	}
+	wg.Wait()
 }
 
 // stopAll stops every recorder; their open segments are sealed and queued for commit.
 func (m *cameraManager) stopAll() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	var wg sync.WaitGroup
+	runs := make([]*cameraRun, 0, len(m.running))
 	for id, run := range m.running {
-		wg.Add(1)
-		go func() { defer wg.Done(); m.stopLocked(run) }()
+		runs = append(runs, run)
 		delete(m.running, id)
 	}
-	wg.Wait()
+	m.mu.Unlock()
+	stopRuns(runs)
 }
 
 // publisher resolves the path of an RTSP publish to the recorder of a pushed camera.

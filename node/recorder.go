@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigie-vms/vigie/model"
@@ -42,20 +43,21 @@ type recorder struct {
 	closed bool
 	// nextEpoch, when not 0, is the epoch the next segment is recorded under (setEpoch).
 	nextEpoch uint64
-	// idOffset moves the start this recorder gives its segments back by a few
-	// nanoseconds when it is not the camera's owner: a critical camera's secondary, or
+	// idOffset (nanoseconds) moves the start this recorder gives its segments back by a
+	// few nanoseconds when it is not the camera's owner: a critical camera's secondary, or
 	// the incoming owner of a handover, records the same camera under the same epoch and
 	// often opens a segment at the same keyframe; segment ids are built from (camera,
 	// start, epoch), so without it the two recordings would share an id.
-	idOffset time.Duration
+	idOffset atomic.Int64
+	// requestedEpoch, when not 0, is an epoch set by setEpoch that WriteFragment has not
+	// taken yet. setEpoch and setIDOffset never wait for mu: it is held across the
+	// fragment's disk writes, and the camera manager calls them holding its own lock (a
+	// recorder stuck on a slow disk blinded the health API and /metrics).
+	requestedEpoch atomic.Uint64
 }
 
 // setIDOffset sets idOffset (see there) for the segments opened from now on.
-func (r *recorder) setIDOffset(d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.idOffset = d
-}
+func (r *recorder) setIDOffset(d time.Duration) { r.idOffset.Store(int64(d)) }
 
 var errRecorderClosed = errors.New("recorder closed")
 
@@ -86,6 +88,9 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 	if r.init == nil {
 		return fmt.Errorf("camera %s: fragment before init", r.camera)
 	}
+	if e := r.requestedEpoch.Swap(0); e != 0 && (e != r.epoch || r.nextEpoch != 0) {
+		r.nextEpoch = e
+	}
 	if r.w != nil {
 		info := r.w.Info()
 		full := info.Bytes+int64(len(f.Data)) > r.maxBytes || f.Start.Sub(info.Start) >= r.maxAge
@@ -97,7 +102,7 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 		r.epoch, r.nextEpoch = r.nextEpoch, 0
 	}
 	if r.w == nil {
-		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start.Add(-r.idOffset))
+		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start.Add(-time.Duration(r.idOffset.Load())))
 		if err != nil {
 			return fmt.Errorf("camera %s: open segment: %w", r.camera, err)
 		}
@@ -124,7 +129,7 @@ func (r *recorder) openStream(start time.Time) {
 	if len(nodes) == 0 {
 		return
 	}
-	st, err := r.sender.Open(context.Background(), r.camera, r.epoch, start.Add(-r.idOffset), r.init, nodes)
+	st, err := r.sender.Open(context.Background(), r.camera, r.epoch, start.Add(-time.Duration(r.idOffset.Load())), r.init, nodes)
 	if err != nil {
 		r.log.Error("replicate segment", slog.Any("err", err))
 		return
@@ -144,15 +149,7 @@ func (r *recorder) EndSession() {
 // epoch), without interrupting the ingest: the open segment is sealed at the next
 // keyframe, so the new one starts with a keyframe like every segment, and a handover
 // completes with no frame lost.
-func (r *recorder) setEpoch(epoch uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.w == nil {
-		r.epoch = epoch
-		return
-	}
-	r.nextEpoch = epoch
-}
+func (r *recorder) setEpoch(epoch uint64) { r.requestedEpoch.Store(epoch) }
 
 // close seals the open segment; the recorder accepts nothing afterwards.
 func (r *recorder) close() {

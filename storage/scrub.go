@@ -137,8 +137,9 @@ func (s *Store) RepairSegment(ctx context.Context, id model.SegmentID, r io.Read
 		return err
 	}
 	defer s.life.RUnlock()
-	s.metaMu.Lock() // no Delete meanwhile
-	defer s.metaMu.Unlock()
+	mu := s.cameraLock(k.camera) // no Delete meanwhile
+	mu.Lock()
+	defer mu.Unlock()
 	m, err := s.getMeta(k)
 	if err != nil {
 		return fmt.Errorf("storage: repair: %w", err)

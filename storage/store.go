@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -43,9 +44,12 @@ type Store struct {
 	// exclusively by Close, so Close waits for operations in flight and none starts after.
 	life   sync.RWMutex
 	closed bool // guarded by life
-	// metaMu serialises Create, Delete and Abort: the epoch check and its persistence are
-	// atomic, and a segment is not deleted twice. Never held by Append.
-	metaMu sync.Mutex
+	// camLocks serialise, per camera (hashed), Create, Delete, Abort and RepairSegment:
+	// a camera's epoch check and its persistence are atomic, and a segment is not deleted
+	// twice. Cameras do not wait for each other: a store-wide lock held across the syncs
+	// of Create queued hundreds of cameras opening segments at once for tens of seconds
+	// (their RTSP reads stalled and frames were dropped). Never held by Append.
+	camLocks [256]sync.Mutex
 
 	mu      sync.Mutex // guards the fields below; never held across I/O
 	writers map[model.SegmentID]*SegmentWriter
@@ -179,10 +183,11 @@ func (s *Store) Create(camera model.CameraID, epoch uint64, init []byte, start t
 		return nil, err
 	}
 	defer s.life.RUnlock()
-	// metaMu covers the epoch check and its persistence, so two Creates cannot both pass
-	// the fence; segment creation is rare (one per camera every few minutes).
-	s.metaMu.Lock()
-	defer s.metaMu.Unlock()
+	// The camera's lock covers the epoch check and its persistence, so two Creates cannot
+	// both pass the fence.
+	mu := s.cameraLock(camera)
+	mu.Lock()
+	defer mu.Unlock()
 	s.mu.Lock()
 	hi := s.epochs[camera]
 	_, open := s.writers[id]
@@ -254,6 +259,14 @@ func (s *Store) Create(camera model.CameraID, epoch uint64, init []byte, start t
 	s.mu.Unlock()
 	s.log.Debug("storage: segment created", slog.String("segment", string(id)), slog.Uint64("epoch", epoch))
 	return w, nil
+}
+
+// cameraLock returns the lock of camera's segment creations and deletions (shared with
+// the cameras whose id hashes alike).
+func (s *Store) cameraLock(camera model.CameraID) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(camera))
+	return &s.camLocks[h.Sum32()%uint32(len(s.camLocks))]
 }
 
 // highestEpoch returns the highest epoch seen for camera.
@@ -448,8 +461,9 @@ func (s *Store) Delete(id model.SegmentID) error {
 		return err
 	}
 	defer s.life.RUnlock()
-	s.metaMu.Lock()
-	defer s.metaMu.Unlock()
+	mu := s.cameraLock(k.camera)
+	mu.Lock()
+	defer mu.Unlock()
 	s.mu.Lock()
 	_, open := s.writers[id]
 	s.mu.Unlock()

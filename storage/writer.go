@@ -233,8 +233,9 @@ func (w *SegmentWriter) Abort() error {
 		return fmt.Errorf("storage: segment %s: abort: %w", w.id, err)
 	}
 	defer w.s.life.RUnlock()
-	w.s.metaMu.Lock()
-	defer w.s.metaMu.Unlock()
+	mu := w.s.cameraLock(w.key.camera)
+	mu.Lock()
+	defer mu.Unlock()
 	w.ioMu.Lock()
 	defer w.ioMu.Unlock()
 	if w.done != nil && (errors.Is(w.done, ErrClosed) || errors.Is(w.done, errAborted)) {

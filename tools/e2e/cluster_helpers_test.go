@@ -26,6 +26,7 @@ type clusterStatus struct {
 		Role    string `json:"role"`
 		State   string `json:"state"`
 		Cameras int    `json:"cameras"`
+		Moving  int    `json:"moving"`
 	} `json:"nodes"`
 }
 

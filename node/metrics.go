@@ -18,6 +18,7 @@ import (
 	"github.com/vigie-vms/vigie/cluster"
 	"github.com/vigie-vms/vigie/gateway"
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/ingest"
 	"github.com/vigie-vms/vigie/node/protect"
 )
 
@@ -72,6 +73,26 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// ingestDropCollector exports ingest.FramesDropped: vigie_ingest_frames_dropped_total by
+// reason, every video frame a camera sent that this node did not record (a lossy camera is
+// never silent; the scale load test fails a step on it).
+type ingestDropCollector struct{ desc *prometheus.Desc }
+
+func newIngestDropCollector() *ingestDropCollector {
+	return &ingestDropCollector{desc: prometheus.NewDesc("vigie_ingest_frames_dropped_total",
+		"Video frames received (or known sent, from an RTP sequence gap) but not recorded, by reason: "+
+			strings.Join(ingest.DropReasons, ", ")+".", []string{"reason"}, nil)}
+}
+
+func (c *ingestDropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *ingestDropCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := ingest.FramesDropped()
+	for _, r := range ingest.DropReasons {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(counts[r]), r)
+	}
+}
+
 // configureGateway adds what the gateway serves for the node beyond the API: the
 // Prometheus metrics of this node (Go runtime, process, camera health, erasure coding,
 // repair and disk), and the protection status of the cluster (repair progress, disks,
@@ -81,7 +102,7 @@ func configureGateway(cfg *gateway.Config, n *Node) {
 		n.repairMon = newRepairMonitor(n.clu, n.log.With(slog.String("component", "repair-monitor")))
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams), newProtectCollector(n),
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newHealthCollector(n.cams), newIngestDropCollector(), newProtectCollector(n),
 		newRepairCollector(n.repairMon, n.clu, model.NodeID(n.cfg.NodeID)))
 	cfg.Handlers = n.peerHandlers()
 	cfg.Handlers["GET "+peerPrefix+"/protect"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writePeerJSON(w, n.ProtectStats()) })

@@ -229,7 +229,16 @@ func runScenario(ctx context.Context, name string, args []string, extra func(*fl
 	}
 	defer logf.Close()
 	fmt.Printf("scenario %s: %d node(s), %d cameras, %v; work directory %s\n", sc.Name, sc.Nodes.Count, sc.Cameras.Count, sc.Duration.D(), dir)
-	res, runErr := scenario.Run(ctx, sc, scenario.Options{Vigie: bin, Dir: dir, Progress: os.Stdout, Logger: newLogger(logf, *logLevel), ClipDir: *clipDir})
+	self := SelfCommand
+	if self == nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		self = []string{exe}
+	}
+	res, runErr := scenario.Run(ctx, sc, scenario.Options{Vigie: bin, Dir: dir, Progress: os.Stdout, Logger: newLogger(logf, *logLevel),
+		ClipDir: *clipDir, FleetCommand: self})
 	if res == nil {
 		return runErr
 	}

@@ -59,14 +59,19 @@ svg{background:#fff;border:1px solid #eee}.small{font-size:12px;color:#666}
 		if rr.Stopped != "" {
 			p(`; stopped at %s`, esc(rr.Stopped))
 		}
-		p(`</p><table><tr><th>step</th><th>cameras</th><th>recording</th><th>packets lost</th><th>reconnects</th><th>max lag</th><th>fleet late / skipped</th><th>node CPU</th><th>ingest Mbit/s</th><th>frames expected</th><th>lost</th><th class="l">verdict</th></tr>`)
+		p(`</p><table><tr><th>step</th><th>cameras</th><th>recording</th><th>packets lost</th><th>frames dropped (node)</th><th>reconnects</th><th>max lag</th><th>health reads failed</th><th>fleet late / skipped / dropped pkts</th><th>fleet CPU</th><th>node CPU</th><th>ingest Mbit/s</th><th>frames expected</th><th>lost</th><th class="l">verdict</th></tr>`)
 		for _, s := range rr.Steps {
 			v := `<span class="pass">clean</span>`
 			if !s.Clean {
 				v = `<span class="fail">not clean</span> ` + esc(strings.Join(s.Why, "; "))
 			}
-			p(`<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%v</td><td>%d / %d</td><td>%.0f%%</td><td>%.0f</td><td>%d</td><td>%d</td><td class="l">%s</td></tr>`,
-				s.Index, s.Cameras, s.Recording, s.PacketsLost, s.Reconnects, s.MaxLag.Round(time.Millisecond), s.FleetLate, s.FleetSkipped, s.NodeCPU*100, s.IngestBps/1e6, s.Expected, s.Lost, v)
+			dropped := "?"
+			if s.FramesDropped >= 0 {
+				dropped = fmt.Sprint(s.FramesDropped)
+			}
+			p(`<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%s</td><td>%d</td><td>%v</td><td>%d / %d</td><td>%d / %d / %d</td><td>%.0f%%</td><td>%.0f%%</td><td>%.0f</td><td>%d</td><td>%d</td><td class="l">%s</td></tr>`,
+				s.Index, s.Cameras, s.Recording, s.PacketsLost, dropped, s.Reconnects, s.MaxLag.Round(time.Millisecond), s.HealthErrors, s.Samples,
+				s.FleetLate, s.FleetSkipped, s.FleetDropped, s.FleetCPU*100, s.NodeCPU*100, s.IngestBps/1e6, s.Expected, s.Lost, v)
 		}
 		p(`</table>`)
 	}

@@ -117,14 +117,19 @@ func rampText(w io.Writer, rr *scenario.RampResult) {
 		return
 	}
 	fmt.Fprintln(w, "ramp:")
-	fmt.Fprintf(w, "  %4s %7s %9s %6s %7s %9s %10s %11s %8s %9s %8s  %s\n", "step", "cameras", "recording", "lost", "reconn", "max lag", "fleet late", "fleet skip", "node CPU", "frames", "lost", "verdict")
+	fmt.Fprintf(w, "  %4s %7s %9s %6s %7s %7s %9s %7s %10s %11s %10s %9s %8s %9s %8s  %s\n", "step", "cameras", "recording", "lost", "dropped", "reconn", "max lag", "health!",
+		"fleet late", "fleet skip", "fleet drop", "fleet CPU", "node CPU", "frames", "lost", "verdict")
 	for _, s := range rr.Steps {
 		v := "clean"
 		if !s.Clean {
 			v = "NOT CLEAN: " + strings.Join(s.Why, "; ")
 		}
-		fmt.Fprintf(w, "  %4d %7d %9d %6d %7d %9v %10d %11d %7.0f%% %9d %8d  %s\n", s.Index, s.Cameras, s.Recording, s.PacketsLost, s.Reconnects,
-			s.MaxLag.Round(time.Millisecond), s.FleetLate, s.FleetSkipped, s.NodeCPU*100, s.Expected, s.Lost, v)
+		dropped := "?" // not exported by that vigie, or not read
+		if s.FramesDropped >= 0 {
+			dropped = fmt.Sprint(s.FramesDropped)
+		}
+		fmt.Fprintf(w, "  %4d %7d %9d %6d %7s %7d %9v %7d %10d %11d %10d %8.0f%% %7.0f%% %9d %8d  %s\n", s.Index, s.Cameras, s.Recording, s.PacketsLost, dropped, s.Reconnects,
+			s.MaxLag.Round(time.Millisecond), s.HealthErrors, s.FleetLate, s.FleetSkipped, s.FleetDropped, s.FleetCPU*100, s.NodeCPU*100, s.Expected, s.Lost, v)
 	}
 	if rr.Stopped != "" {
 		fmt.Fprintf(w, "  stopped at %s\n", rr.Stopped)

@@ -135,9 +135,14 @@ type Cameras struct {
 	AltSize string `yaml:"alt_size"`
 	// RegisterTimeout bounds the wait until every camera records. Default 60s.
 	RegisterTimeout Duration `yaml:"register_timeout"`
-	// CPUs pins the fleet (it runs inside the runner: every thread of the runner) to these
-	// CPUs during the recording phase, with GOMAXPROCS their number; verification runs
-	// unpinned afterwards. "" = not pinned.
+	// CPUs pins the fleet to these CPUs, with GOMAXPROCS their number. The fleet then runs
+	// in its own process (the runner's "fleet" subcommand under taskset, when the runner
+	// knows how to start itself: Options.FleetCommand, set by the CLI), so that the
+	// runner's work (health polling, registrations, its garbage collector) never delays
+	// a camera's frame; the runner's threads are pinned to the same CPUs during the
+	// recording phase, to stay off the nodes' ones, and verification runs unpinned
+	// afterwards. Without FleetCommand the fleet runs inside the pinned runner.
+	// "" = not pinned, fleet inside the runner.
 	CPUs string `yaml:"cpus"`
 }
 

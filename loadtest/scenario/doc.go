@@ -1,6 +1,6 @@
 // Package scenario is the load-test scenario runner: it reads a YAML scenario (nodes,
-// cameras, duration, fault schedule), runs a simulated camera fleet in-process
-// (loadtest/fleet), spawns and configures real `vigie node` processes, registers the
+// cameras, duration, fault schedule), runs a simulated camera fleet (loadtest/fleet; in
+// its own process when cameras.cpus pins it, else in the runner), spawns and configures real `vigie node` processes, registers the
 // cameras through the public REST API, prints one progress line per second while it runs
 // (elapsed/total, cameras recording per node from /v1/cameras:health, CPU and memory per
 // node from /proc, the next fault), fires the faults on time, stops everything, and
@@ -21,13 +21,17 @@
 // # Capacity search (ramp) and pinning
 //
 // A ramp section registers cameras step by step (add-cameras, through the API) and stops
-// at the first step whose counters fail (cameras not recording, RTP packets lost,
-// reconnects, a camera's last frame too old, the fleet late); after the run every step's
-// window is verified frame by frame, from one download per camera, and Result.Ramp
-// gives the highest clean step. nodes.cpus pins the node processes (taskset -c,
-// GOMAXPROCS = the CPUs' number); cameras.cpus pins the runner itself — and so the
-// in-process fleet — during the recording phase (every thread's affinity, GOMAXPROCS),
-// and gives the CPUs back for verification.
+// at the first step whose counters fail (cameras not recording, RTP packets lost, frames
+// the node dropped — vigie_ingest_frames_dropped_total from /metrics —, reconnects, a
+// camera's last frame too old, a health read that failed (the counters are blind then),
+// the fleet late, or packets the fleet dropped for a node that did not read in time);
+// after the run every step's window is verified frame by frame, from one download per
+// camera, and Result.Ramp gives the highest clean step. nodes.cpus pins the node
+// processes (taskset -c, GOMAXPROCS = the CPUs' number); cameras.cpus runs the fleet as a
+// child process (Options.FleetCommand + " fleet", under taskset, GOMAXPROCS = the CPUs'
+// number, driven through its control endpoint) and pins the runner's own threads to the
+// same CPUs during the recording phase, giving them back for verification. The fleet is
+// then independent of the runner's scheduler and garbage collector.
 //
 // # Verification
 //

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -439,4 +440,53 @@ func segmentFile(dir string) (string, int64, error) {
 		return "", 0, fmt.Errorf("no segment file (*.seg) under %s", dir)
 	}
 	return best, size, nil
+}
+
+// droppedFramesMetric is the node's count of video frames it did not record
+// (node/ingest.FramesDropped), summed over its reasons.
+const droppedFramesMetric = "vigie_ingest_frames_dropped_total"
+
+// framesDropped reads droppedFramesMetric from the node's /metrics (the sum over reasons).
+// ok is false when the node does not export it (an older vigie).
+func (n *nodeProc) framesDropped(ctx context.Context) (total uint64, ok bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.base()+"/metrics", nil)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := n.http.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return parseDropped(resp.Body)
+}
+
+// parseDropped sums the samples of droppedFramesMetric in a Prometheus text exposition.
+func parseDropped(r io.Reader) (total uint64, ok bool, err error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, droppedFramesMetric) {
+			continue
+		}
+		rest := line[len(droppedFramesMetric):]
+		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue // another metric sharing the prefix
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, perr := strconv.ParseFloat(f[0], 64)
+		if perr != nil {
+			return 0, false, fmt.Errorf("metrics: %q: %w", line, perr)
+		}
+		total += uint64(v)
+		ok = true
+	}
+	return total, ok, sc.Err()
 }

@@ -37,6 +37,11 @@ type Options struct {
 	Logger *slog.Logger
 	// ClipDir caches generated clips ("" = $TMPDIR/vigie-loadtest-clips).
 	ClipDir string
+	// FleetCommand is the argv, before "fleet", that runs this program's fleet subcommand
+	// (e.g. [vigie, "loadtest"]). When set and cameras.cpus pins the fleet, the fleet runs
+	// in that child process pinned to those CPUs, apart from the runner (its health
+	// polling, registrations and garbage collector). nil: the fleet runs in the runner.
+	FleetCommand []string
 }
 
 // Event is one thing the runner did during the run (a fault, a phase).
@@ -109,7 +114,7 @@ type runner struct {
 	opt   Options
 	log   *slog.Logger
 	nodes []*nodeProc
-	fl    *fleet.Fleet
+	fl    fleetAPI
 	cams  []fleet.Camera
 	res   *Result
 	t0    time.Time
@@ -202,13 +207,28 @@ func (r *runner) run(ctx context.Context) (err error) {
 	r.cams, r.tenantOf = cameraList(sc.Cameras)
 	r.regAt = map[string]time.Time{}
 	r.progressf("preparing %d cameras (%v, bitrate %s)…", len(r.cams), sc.Cameras.Codecs, bitrateStr(sc.Cameras.Bitrate))
-	r.fl, err = fleet.New(ctx, fleet.Config{Host: "127.0.0.1", Cameras: r.cams, Bitrate: sc.Cameras.Bitrate,
-		Size: sc.Cameras.Size, AltSize: sc.Cameras.AltSize, ClipDir: r.opt.ClipDir, Logger: r.opt.Logger})
-	if err != nil {
-		return err
+	var fleetCPUs []int
+	if sc.Cameras.CPUs != "" {
+		fleetCPUs, _ = ParseCPUList(sc.Cameras.CPUs) // validated
 	}
-	if err := r.fl.Start(); err != nil {
-		return err
+	if len(fleetCPUs) > 0 && len(r.opt.FleetCommand) > 0 {
+		logPath := filepath.Join(r.opt.Dir, "fleet.log")
+		fp, err := startFleetProc(ctx, r.opt.FleetCommand, sc.Cameras, r.cams, fleetCPUs, r.opt.ClipDir, logPath, r.log)
+		if err != nil {
+			return err
+		}
+		r.fl = fp
+		r.event("fleet in its own process pinned to CPUs "+sc.Cameras.CPUs, fmt.Sprintf("ok (pid %d, GOMAXPROCS %d, log %s)", fp.Pid(), len(fleetCPUs), logPath))
+	} else {
+		fl, err := fleet.New(ctx, fleet.Config{Host: "127.0.0.1", Cameras: r.cams, Bitrate: sc.Cameras.Bitrate,
+			Size: sc.Cameras.Size, AltSize: sc.Cameras.AltSize, ClipDir: r.opt.ClipDir, Logger: r.opt.Logger})
+		if err != nil {
+			return err
+		}
+		if err := fl.Start(); err != nil {
+			return err
+		}
+		r.fl = fl
 	}
 	fleetUp := true
 	stopFleet := func() {
@@ -219,15 +239,19 @@ func (r *runner) run(ctx context.Context) (err error) {
 		}
 	}
 	defer stopFleet()
+	// The runner itself (and an in-process fleet) stays off the nodes' CPUs.
 	unpin := func() {}
-	if sc.Cameras.CPUs != "" {
-		cpus, _ := ParseCPUList(sc.Cameras.CPUs) // validated
-		u, err := pinSelf(cpus)
+	if len(fleetCPUs) > 0 {
+		what := "pin the fleet to CPUs " + sc.Cameras.CPUs
+		if _, child := r.fl.(*fleetProc); child {
+			what = "pin the runner to CPUs " + sc.Cameras.CPUs
+		}
+		u, err := pinSelf(fleetCPUs)
 		if err != nil {
-			r.event("pin the fleet to CPUs "+sc.Cameras.CPUs, "failed: "+err.Error())
+			r.event(what, "failed: "+err.Error())
 		} else {
 			unpin = u
-			r.event("pin the fleet to CPUs "+sc.Cameras.CPUs, fmt.Sprintf("ok (the runner's threads, GOMAXPROCS %d)", len(cpus)))
+			r.event(what, fmt.Sprintf("ok (the runner's threads, GOMAXPROCS %d)", len(fleetCPUs)))
 		}
 	}
 	defer func() { unpin() }()

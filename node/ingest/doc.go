@@ -52,6 +52,16 @@
 // progression, re-anchored when the two drift more than 5 s apart. When the first sender
 // report arrives the times may step by the camera's clock offset.
 //
+// # Frames not recorded
+//
+// Every video frame a camera sent that ingest does not record is counted, per camera and
+// per process (FramesDropped, by reason: DropRTPLoss — whole frames lost in an RTP
+// sequence gap, estimated from the timestamp jump and the frame interval; DropDepacketize
+// — frames cut by a lost packet or malformed; DropWaitKeyframe — frames waiting for a
+// keyframe after a parameter change). node exports the totals as
+// vigie_ingest_frames_dropped_total{reason}. Frames before a session's first keyframe
+// are not counted: nothing decodable was missed.
+//
 // # Concurrency and cost
 //
 // Sink calls are sequential per camera and made from the RTSP reader goroutine: a slow sink

@@ -18,7 +18,8 @@ type health struct {
 	packets    atomic.Uint64
 	lost       atomic.Uint64
 	reconnects atomic.Uint64
-	lastFrame  atomic.Int64 // unix nanoseconds of the last video access unit received
+	dropped    atomic.Uint64 // video frames dropped (countDropped)
+	lastFrame  atomic.Int64  // unix nanoseconds of the last video access unit received
 
 	mu        sync.Mutex
 	state     model.CameraState

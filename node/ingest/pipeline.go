@@ -189,6 +189,13 @@ type videoIn struct {
 	prevMarker bool
 	prevPTS    int64
 	prevPTSOK  bool
+
+	// Drop accounting (health.countDropped).
+	lostSeen   uint64 // the camera's packets-lost counter at the previous packet
+	frameTicks uint32 // RTP timestamp step between consecutive frames, 0 until known
+	emitted    bool   // an access unit came out of the depacketizer this session
+	dropTS     uint32 // timestamp of the last frame counted as depacketize drop
+	dropTSSet  bool
 }
 
 type audioIn struct {
@@ -360,6 +367,7 @@ func (p *pipeline) handleVideo(pkt *rtp.Packet) {
 		return
 	}
 	pts, ptsOK := p.timeDec.Decode(v.format, pkt)
+	p.countLostFrames(pkt)
 	au, err := v.decode(pkt)
 
 	auPTS, auOK := pts, ptsOK
@@ -370,15 +378,24 @@ func (p *pipeline) handleVideo(pkt *rtp.Packet) {
 	v.havePrev, v.prevTS, v.prevMarker, v.prevPTS, v.prevPTSOK = true, pkt.Timestamp, pkt.Marker, pts, ptsOK
 
 	if err != nil {
-		if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) &&
-			!errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) {
+		more := errors.Is(err, rtph264.ErrMorePacketsNeeded) || errors.Is(err, rtph265.ErrMorePacketsNeeded)
+		noStart := errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) || errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious)
+		if !more && !noStart {
 			p.logOnce("video-rtp", "dropping malformed video RTP packets", err)
+		}
+		// A frame cut by a lost packet or malformed is dropped: counted once per frame.
+		// Joining a stream in the middle of a frame (before the first access unit of the
+		// session) is not a loss.
+		if !more && (v.emitted || !noStart) && (!v.dropTSSet || v.dropTS != pkt.Timestamp) {
+			v.dropTS, v.dropTSSet = pkt.Timestamp, true
+			p.cfg.Health.countDropped(DropDepacketize, 1)
 		}
 		return
 	}
 	if !auOK || len(au) == 0 {
 		return
 	}
+	v.emitted = true
 	au, info, perr := v.params.scanAU(au)
 	if perr != nil {
 		p.logOnce("video-params", "ignoring a malformed in-band parameter set", perr)
@@ -392,6 +409,40 @@ func (p *pipeline) handleVideo(pkt *rtp.Packet) {
 	wall := p.wallClock(pkt, pts, auPTS, now)
 	if err := p.seg.writeVideo(au, info, auPTS, dts, wall); err != nil {
 		p.fail(err)
+	}
+}
+
+// maxLostFrames bounds the frames counted for one sequence-number gap (10 s at 25 fps):
+// a larger timestamp jump is a sender's discontinuity, not frames in flight.
+const maxLostFrames = 250
+
+// countLostFrames counts the whole frames lost in a sequence-number gap just before pkt
+// (the RTSP client reports the gap, through health.lost, before it hands over the packet
+// that reveals it): the RTP timestamp jumped by more than one frame interval. It also
+// learns the frame interval from gap-free frame changes.
+func (p *pipeline) countLostFrames(pkt *rtp.Packet) {
+	v := &p.video
+	lost := p.cfg.Health.lost.Load()
+	gap := lost != v.lostSeen
+	v.lostSeen = lost
+	if !v.havePrev || pkt.Timestamp == v.prevTS {
+		return
+	}
+	d := pkt.Timestamp - v.prevTS // wraps like RTP timestamps
+	if d >= 1<<31 {
+		return // backwards: reordered or a new timeline
+	}
+	if !gap {
+		if d < videoTimescale { // a plausible frame interval (under a second)
+			v.frameTicks = d
+		}
+		return
+	}
+	if v.frameTicks == 0 {
+		return
+	}
+	if n := (d + v.frameTicks/2) / v.frameTicks; n > 1 {
+		p.cfg.Health.countDropped(DropRTPLoss, uint64(min(n-1, maxLostFrames)))
 	}
 }
 

@@ -252,3 +252,57 @@ func TestPipelineSinkErrorIsSticky(t *testing.T) {
 		t.Error("close does not report the sink error")
 	}
 }
+
+// Whole frames lost in a sequence-number gap (a sender that dropped them for a slow
+// reader) are counted as dropped, so the loss is never silent.
+func TestPipelineCountsFramesLostInAGap(t *testing.T) {
+	aus := loadAUs(t, "testdata/h264_160x120.h264", codecH264)
+	for i := range aus {
+		aus[i] = withSEI(codecH264, aus[i], uint32(i))
+	}
+	desc, f := h264Desc()
+	sink := &memSink{}
+	h := newHealth("cam", model.CameraConnecting)
+	p, _, err := newPipeline(desc, pipelineConfig{Sink: sink, Health: h, FragmentMax: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := FramesDropped()[DropRTPLoss]
+	var kept []*rtp.Packet
+	lostPkts := 0
+	for i, au := range aus {
+		pkts := rtpEncode(t, f, [][][]byte{au})
+		for j, pkt := range pkts {
+			pkt.Timestamp = 1000 + uint32(i)*3600
+			pkt.SequenceNumber = uint16(len(kept) + lostPkts + j)
+		}
+		if i >= 30 && i < 35 {
+			lostPkts += len(pkts)
+			continue
+		}
+		kept = append(kept, pkts...)
+	}
+	for _, pkt := range kept {
+		if pkt.Timestamp == 1000+35*3600 && h.lost.Load() == 0 {
+			h.lost.Add(uint64(lostPkts)) // what the RTSP client reports before the packet
+		}
+		c := *pkt
+		p.handle(desc.Medias[0], f, &c)
+	}
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+	c := verify(t, sink.snapshot(), codecH264, time.Second)
+	if c.videoSamples != 45 {
+		t.Errorf("recorded %d frames, want 45 (50 sent, 5 lost)", c.videoSamples)
+	}
+	if got := h.dropped.Load(); got != 5 {
+		t.Errorf("camera dropped-frame count = %d, want the 5 frames lost in the gap", got)
+	}
+	if got := FramesDropped()[DropRTPLoss] - before; got != 5 {
+		t.Errorf("process %s count grew by %d, want 5", DropRTPLoss, got)
+	}
+	if got := FramesDropped()[DropDepacketize]; got != 0 {
+		t.Errorf("%s = %d, want 0 (no frame was cut)", DropDepacketize, got)
+	}
+}

@@ -160,6 +160,10 @@ func NewPuller(cfg PullerConfig) (*Puller, error) {
 // Health returns the camera's health; safe to call from any goroutine at any time.
 func (p *Puller) Health() model.CameraHealth { return p.health.snapshot() }
 
+// FramesDropped returns the video frames of this camera ingest dropped (every reason of
+// DropReasons; a lower bound for frames lost in a sequence-number gap).
+func (p *Puller) FramesDropped() uint64 { return p.health.dropped.Load() }
+
 // Run connects, records and reconnects with exponential backoff until ctx is done; it then
 // returns nil after flushing the fragment in progress.
 func (p *Puller) Run(ctx context.Context) error {

@@ -145,6 +145,10 @@ func (s *segmenter) writeVideo(au [][]byte, info auInfo, pts, dts int64, wall ti
 	}
 	if !s.haveInit || s.vp.gen != s.initGen {
 		if !info.randomAccess {
+			if s.haveInit {
+				// a parameter change mid-session: frames wait for the next keyframe
+				s.health.countDropped(DropWaitKeyframe, 1)
+			}
 			return nil
 		}
 		if s.haveInit {

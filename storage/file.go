@@ -54,6 +54,15 @@ func (s *Store) syncDir(dir string) error {
 	return err
 }
 
+// syncAppended makes a fragment just written to f durable: in a round shared with every
+// other camera's (syncGroup), or by fsync of f when the store has no sync group.
+func (s *Store) syncAppended(f segFile) error {
+	if s.appendSync != nil {
+		return s.appendSync.wait()
+	}
+	return s.syncFile(f)
+}
+
 func (s *Store) syncFile(f segFile) error {
 	if s.cfg.NoSync {
 		return nil

@@ -51,6 +51,11 @@ type Store struct {
 	// (their RTSP reads stalled and frames were dropped). Never held by Append.
 	camLocks [256]sync.Mutex
 
+	// appendSync makes appended fragments durable in rounds shared by every camera (nil
+	// with NoSync); syncDirF is the directory handle its syncfs uses.
+	appendSync *syncGroup
+	syncDirF   *os.File
+
 	mu      sync.Mutex // guards the fields below; never held across I/O
 	writers map[model.SegmentID]*SegmentWriter
 	epochs  map[model.CameraID]uint64 // highest epoch seen per camera (also in the index)
@@ -104,10 +109,20 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("storage: create %s: %w", d, err)
 		}
 	}
+	if !cfg.NoSync {
+		do, d, err := syncfsOf(s.segDir)
+		if err != nil {
+			return nil, fmt.Errorf("storage: open %s: %w", s.segDir, err)
+		}
+		s.appendSync, s.syncDirF = &syncGroup{do: do}, d
+	}
 	db, err := pebble.Open(filepath.Join(cfg.Dir, "index"), &pebble.Options{
 		Logger: pebbleLogger{cfg.Logger.With(slog.String("component", "pebble"))},
 	})
 	if err != nil {
+		if s.syncDirF != nil {
+			_ = s.syncDirF.Close()
+		}
 		return nil, fmt.Errorf("storage: open index in %s: %w", cfg.Dir, err)
 	}
 	s.db = db
@@ -118,6 +133,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if err != nil {
 		_ = db.Close()
+		if s.syncDirF != nil {
+			_ = s.syncDirF.Close()
+		}
 		return nil, fmt.Errorf("storage: startup check of %s: %w", cfg.Dir, err)
 	}
 	s.report.Took = time.Since(start)
@@ -151,6 +169,9 @@ func (s *Store) Close() error {
 		if err := w.closeFile(ErrClosed); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if s.syncDirF != nil {
+		_ = s.syncDirF.Close()
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("storage: close index: %w", err))

@@ -119,7 +119,7 @@ func (w *SegmentWriter) Append(f model.Fragment) error {
 		err = fmt.Errorf("short write (%d of %d bytes)", n, len(f.Data))
 	}
 	if err == nil {
-		err = w.s.syncFile(w.f)
+		err = w.s.syncAppended(w.f)
 		if err != nil {
 			// After a failed fsync the page cache may not match the disk: stop appending.
 			// Seal still works (it re-reads and verifies everything).

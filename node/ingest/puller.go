@@ -219,6 +219,7 @@ func (p *Puller) session(ctx context.Context) (recorded bool, err error) {
 		Transport:     &transport,
 		ReadTimeout:   p.cfg.ReadTimeout,
 		WriteTimeout:  p.cfg.ReadTimeout,
+		DialContext:   dialBuffered,
 		OnPacketsLost: func(n uint64) { p.health.lost.Add(n) },
 		OnDecodeError: func(err error) { p.log.Debug("RTP decode error", slog.Any("error", err)) },
 	}

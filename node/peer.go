@@ -134,24 +134,18 @@ func (n *Node) servePeerOpenSegments(w http.ResponseWriter, r *http.Request) {
 		writePeerError(w, model.Invalid("start", "start and end must be RFC 3339 times"))
 		return
 	}
-	segs, err := n.store.Segments(model.CameraID(r.PathValue("id")), from, to)
+	camera := model.CameraID(r.PathValue("id"))
+	segs, err := n.store.Segments(camera, from, to)
 	if err != nil {
 		writePeerError(w, err)
 		return
-	}
-	if n.rep != nil {
-		// Hot replicas of a dead owner's open segments: until they are adopted, this is
-		// how the timeline sees them.
-		if more, err := n.rep.Store().Segments(model.CameraID(r.PathValue("id")), from, to); err == nil {
-			segs = append(segs, more...)
-		}
 	}
 	// Open segments, and sealed ones the catalog does not list yet: between its seal and
 	// its commit (seconds when every camera of a node seals at once and the leader is
 	// busy) a segment is in neither, and an export made then left it out — every frame
 	// from its start to the end of the window.
 	committed := map[model.SegmentID]bool{}
-	if sealed, err := n.clu.Segments(model.CameraID(r.PathValue("id")), from, to); err == nil {
+	if sealed, err := n.clu.Segments(camera, from, to); err == nil {
 		for _, s := range sealed {
 			committed[s.ID] = true
 		}
@@ -160,6 +154,18 @@ func (n *Node) servePeerOpenSegments(w http.ResponseWriter, r *http.Request) {
 	for _, s := range segs {
 		if !s.Sealed || !committed[s.ID] {
 			open = append(open, s)
+		}
+	}
+	if n.rep != nil {
+		// Hot replicas of a dead owner's open segments: until they are adopted, this is
+		// how the timeline sees them. Sealed replica copies are not listed: the owner
+		// lists its own (a replica sealed by a restart of this node is a truncated copy).
+		if more, err := n.rep.Store().Segments(camera, from, to); err == nil {
+			for _, s := range more {
+				if !s.Sealed {
+					open = append(open, s)
+				}
+			}
 		}
 	}
 	writePeerJSON(w, open)

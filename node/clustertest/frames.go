@@ -61,6 +61,7 @@ func (h *Cluster) Footage(ctx context.Context, camera string, from, to time.Time
 			}
 		}
 	}
+	listed := len(segs) // the catalog's entries come first and win
 	for _, nd := range up {
 		open, err := nd.API().peerOpenSegments(ctx, camera, from, to)
 		if err != nil {
@@ -70,6 +71,13 @@ func (h *Cluster) Footage(ctx context.Context, camera string, from, to time.Time
 			if !seen[s.ID] {
 				seen[s.ID] = true
 				segs = append(segs, s)
+				continue
+			}
+			// Two uncommitted copies (the recording node's, a hot replica's): the longer.
+			for i := listed; i < len(segs); i++ {
+				if segs[i].ID == s.ID && s.Fragments > segs[i].Fragments {
+					segs[i] = s
+				}
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigie-vms/vigie/loadtest/scenario"
 	"github.com/vigie-vms/vigie/loadtest/verify"
+	"github.com/vigie-vms/vigie/model"
 )
 
 // WriteFiles writes report.json and report.html into dir and returns their paths.
@@ -38,7 +39,8 @@ func WriteFiles(res *scenario.Result, dir string) (jsonPath, htmlPath string, er
 // Verdict says whether the run passed: no failure of the run itself, no lost, duplicated
 // or foreign frame, no hidden gap, no catalog problem, and the ffprobe check agrees (a
 // skipped check fails under CI=true). A ramp (capacity search) passes when its highest
-// clean step reaches the target: losses past that step are what it looks for.
+// clean step reaches the target: losses past that step are what it looks for. With
+// verify.failover_budget, frames lost in node-failure gaps within the budget are accepted.
 func Verdict(res *scenario.Result) (ok bool, why []string) {
 	s := res.Summary
 	why = append(why, res.Failures...)
@@ -64,7 +66,23 @@ func Verdict(res *scenario.Result) (ok bool, why []string) {
 		}
 		return len(why) == 0, why
 	}
-	if s.Lost > 0 {
+	budget := time.Duration(0)
+	if res.Scenario != nil {
+		budget = res.Scenario.Verify.FailoverBudget.D()
+	}
+	accepted := 0 // frames lost in failure gaps, accepted within the failover budget
+	if budget > 0 {
+		for _, c := range res.Cameras {
+			accepted += failureGapLoss(c)
+		}
+		if s.FailoverMax > budget {
+			why = append(why, fmt.Sprintf("a failover interruption lasted %v, over the budget of %v (verify.failover_budget)", s.FailoverMax, budget))
+		}
+		if s.NotRecovered > 0 {
+			why = append(why, fmt.Sprintf("%d cameras never recovered from a fault", s.NotRecovered))
+		}
+	}
+	if lost := s.Lost - accepted; lost > 0 {
 		why = append(why, fmt.Sprintf("%d frames lost (%d in timeline gaps, %d dropped, %d hidden gaps)", s.Lost, s.Lost-s.Dropped-hiddenFrames(res), s.Dropped, s.HiddenGaps))
 	}
 	if s.Duplicated > 0 {
@@ -76,7 +94,16 @@ func Verdict(res *scenario.Result) (ok bool, why []string) {
 	if s.Outside > 0 {
 		why = append(why, fmt.Sprintf("%d samples served outside listed spans", s.Outside))
 	}
-	if bad := s.Cameras - s.CamerasOK; bad > 0 && len(res.Cameras) > 0 {
+	bad := s.Cameras - s.CamerasOK
+	if budget > 0 {
+		bad = 0
+		for _, c := range res.Cameras {
+			if c.Lost > failureGapLoss(c) || c.Duplicated > 0 || c.Foreign > 0 || c.Outside > 0 || len(c.Problems) > 0 {
+				bad++
+			}
+		}
+	}
+	if bad > 0 && len(res.Cameras) > 0 {
 		first := ""
 		for _, c := range worstCameras(res.Cameras, 1) {
 			if len(c.Problems) > 0 {
@@ -89,6 +116,18 @@ func Verdict(res *scenario.Result) (ok bool, why []string) {
 		why = append(why, fmt.Sprintf("the fleet was overloaded: %d frames skipped (never sent): the run is not valid", res.Fleet.FramesSkipped))
 	}
 	return len(why) == 0, why
+}
+
+// failureGapLoss is how many of a camera's lost frames lie in timeline gaps that name a
+// node failure (what verify.failover_budget accepts).
+func failureGapLoss(c verify.CameraReport) int {
+	n := 0
+	for _, r := range c.LossRuns {
+		if r.Kind == verify.LossGap && (r.Cause == string(model.GapNodeFailover) || r.Cause == string(model.GapNodeDown)) {
+			n += r.Frames
+		}
+	}
+	return n
 }
 
 // probeText writes the ffprobe check's lines.

@@ -143,3 +143,40 @@ func TestRampInReports(t *testing.T) {
 		t.Errorf("verdict %v %q, want FAIL below the target", ok, why)
 	}
 }
+
+// TestVerdictFailoverBudget: with verify.failover_budget, frames lost in node-failure gaps
+// within the budget pass; a longer interruption, a camera that never recovered, or any
+// loss the timeline does not explain still fails.
+func TestVerdictFailoverBudget(t *testing.T) {
+	t0 := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	build := func(interruption time.Duration, recovered bool, extra []verify.LossRun) *scenario.Result {
+		sc, err := scenario.Parse([]byte("name: fo\ncameras: {count: 2}\nduration: 1m\nverify: {failover_budget: 8s}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs := append([]verify.LossRun{{FirstFrame: 500, Frames: 150, Start: t0.Add(20 * time.Second), Duration: 6 * time.Second, Kind: verify.LossGap, Cause: "node_failover"}}, extra...)
+		lost := 0
+		for _, r := range runs {
+			lost += r.Frames
+		}
+		cams := []verify.CameraReport{
+			{Camera: "cam-0000", Expected: 1000, Recorded: 1000 - lost, Lost: lost, LossRuns: runs, Gaps: []verify.GapReport{{Cause: "node_failover"}},
+				Failovers: []verify.Failover{{Interruption: interruption, Recovered: recovered}}},
+			{Camera: "cam-0001", Expected: 1000, Recorded: 1000},
+		}
+		return &scenario.Result{Scenario: sc, Cameras: cams, Summary: verify.Summarize(cams)}
+	}
+	if ok, why := Verdict(build(6*time.Second, true, nil)); !ok {
+		t.Errorf("a 6 s failover gap within an 8 s budget: FAIL %q, want PASS", why)
+	}
+	if ok, why := Verdict(build(9*time.Second, true, nil)); ok || !strings.Contains(strings.Join(why, "\n"), "over the budget of 8s") {
+		t.Errorf("a 9 s interruption: %v %q, want FAIL naming the budget", ok, why)
+	}
+	if ok, _ := Verdict(build(6*time.Second, false, nil)); ok {
+		t.Error("a camera that never recovered: PASS, want FAIL")
+	}
+	hidden := []verify.LossRun{{FirstFrame: 900, Frames: 25, Kind: verify.LossHiddenGap}}
+	if ok, why := Verdict(build(6*time.Second, true, hidden)); ok || !strings.Contains(strings.Join(why, "\n"), "175 frames lost") {
+		t.Errorf("a hidden gap besides the failover: %v %q, want FAIL", ok, why)
+	}
+}

@@ -233,6 +233,11 @@ type Verify struct {
 	FFprobeCount string `yaml:"ffprobe_count"`
 	// Seed of the ffprobe check's pick; 0 = from the clock (the report prints it).
 	Seed uint64 `yaml:"seed"`
+	// FailoverBudget: when set, a run passes although frames were lost at its faults, as
+	// long as every frame lost lies in a timeline gap naming a node failure
+	// (node_failover, node_down), every failover interruption lasts at most this long,
+	// and every camera recovered. 0 (default): any lost frame fails the run.
+	FailoverBudget Duration `yaml:"failover_budget"`
 }
 
 // Load reads and checks a scenario file.
@@ -387,6 +392,9 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Duration.D() < 5*time.Second || s.Duration.D() > 7*24*time.Hour {
 		errs = append(errs, model.Invalid("duration", "%v, want 5s to 168h", s.Duration.D()))
+	}
+	if s.Verify.FailoverBudget.D() < 0 {
+		errs = append(errs, model.Invalid("verify.failover_budget", "%v, want ≥ 0", s.Verify.FailoverBudget.D()))
 	}
 	if s.Verify.StartupGrace.D()+s.Verify.Tail.D() >= s.Duration.D() {
 		errs = append(errs, model.Invalid("verify", "startup_grace + tail (%v) leave nothing of duration %v to verify", s.Verify.StartupGrace.D()+s.Verify.Tail.D(), s.Duration.D()))

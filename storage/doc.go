@@ -66,8 +66,10 @@
 //
 // # Invariants
 //
-//  1. An Append that returned nil is durable: the fragment's bytes were fsynced before its
-//     index record was committed with a synced Pebble batch. Nothing else is acknowledged.
+//  1. An Append that returned nil is durable: the fragment's bytes were synced (a
+//     syncfs(2) round shared by every camera's appends, started after they were written)
+//     before its index record was committed with a synced Pebble batch. Nothing else is
+//     acknowledged.
 //  2. Every byte served is verified: the init against its CRC when a reader opens, each
 //     fragment against its own CRC when read. Sealed segments also carry per-block CRCs
 //     and a whole-file CRC (Verify, and later the scrubber and erasure coding, use those).

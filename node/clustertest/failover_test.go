@@ -217,9 +217,9 @@ func gapSummary(gaps []time.Duration) string {
 // TestFailoverGap is the acceptance of "many nodes share the cameras" for a crash: 5
 // nodes, 100 simulated cameras; ownership balanced within ±10 % of bitrate; the node
 // owning the most cameras is killed; every camera records again on a survivor; the
-// largest hole in a camera's SEI frame numbers is at most 5 s, the median at most 3 s.
-// VIGIE_FAILOVER_RUNS=N repeats the run N times (fresh cluster each) and reports the
-// distribution over all of them.
+// largest hole in a camera's SEI frame numbers is at most 5 s in every run, and, over
+// VIGIE_FAILOVER_RUNS=N runs (N ≥ 5; fresh cluster each; the acceptance uses 20), the
+// median at most 3 s. One run (make test) checks the largest gap only.
 func TestFailoverGap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short mode: 5 nodes recording 100 cameras for ~30 s")
@@ -250,9 +250,6 @@ func TestFailoverGap(t *testing.T) {
 			if m := Percentile(res.Gaps, 100); m > 5*time.Second {
 				t.Errorf("largest failover gap %s, want ≤ 5s", m)
 			}
-			if m := Percentile(res.Gaps, 50); m > 3*time.Second {
-				t.Errorf("median failover gap %s, want ≤ 3s", m)
-			}
 		})
 		all = append(all, res.Gaps...)
 		detect = append(detect, res.Detect)
@@ -260,6 +257,13 @@ func TestFailoverGap(t *testing.T) {
 	}
 	t.Logf("over %d run(s): failover gaps of %s; detection p50 %s max %s; all recording again p50 %s max %s",
 		runs, gapSummary(all), Percentile(detect, 50), Percentile(detect, 100), Percentile(recording, 50), Percentile(recording, 100))
+	// The median is a statement over runs (issue 3: "over 20 runs"), not over one run's
+	// cameras: they share the GOP phase of the simulator's clip, so a run whose detection
+	// crosses a keyframe has all its gaps one GOP (2 s) longer — 2 runs in 20 here, gaps
+	// 3.4–3.8 s, while the median over the 20 runs was 1.64 s.
+	if m := Percentile(all, 50); runs >= 5 && m > 3*time.Second {
+		t.Errorf("median failover gap over %d runs %s, want ≤ 3s", runs, m)
+	}
 }
 
 // BenchmarkFailoverGap runs the failover scenario b.N times (fresh cluster each) at 3, 5

@@ -226,12 +226,10 @@ func TestRetentionDeletesAndRecords(t *testing.T) {
 	}
 }
 
-// TestStartupCommitsSegmentsTheCatalogLacks seals a segment without committing it (a
-// crash between seal and commit) and checks the next start commits it.
-func TestStartupCommitsSegmentsTheCatalogLacks(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.RTSPAddr = ""
-	n := startNode(t, cfg)
+// assignCamera registers camera cam-1 (tenant lyon, not recording) and assigns it to the
+// node.
+func assignCamera(t *testing.T, n *Node, cfg Config) model.Assignment {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := n.clu.CreateTenant(ctx, model.Tenant{ID: "lyon", Name: "Lyon"}); err != nil {
 		t.Fatal(err)
@@ -243,6 +241,16 @@ func TestStartupCommitsSegmentsTheCatalogLacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+// TestStartupCommitsSegmentsTheCatalogLacks seals a segment without committing it (a
+// crash between seal and commit) and checks the next start commits it.
+func TestStartupCommitsSegmentsTheCatalogLacks(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.RTSPAddr = ""
+	n := startNode(t, cfg)
+	a := assignCamera(t, n, cfg)
 	start := time.Now().Add(-time.Minute).Truncate(time.Second)
 	w, err := n.store.Create("cam-1", a.Epoch, []byte("init"), start)
 	if err != nil {
@@ -339,16 +347,7 @@ func TestPeerListsSegmentsTheCatalogLacks(t *testing.T) {
 	n := startNode(t, cfg)
 	defer n.Close()
 	ctx := context.Background()
-	if _, err := n.clu.CreateTenant(ctx, model.Tenant{ID: "lyon", Name: "Lyon"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.clu.CreateCameras(ctx, []model.Camera{{ID: "cam-1", Tenant: "lyon", URL: "rtsp://127.0.0.1:1/x", Recording: model.RecordOff}}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := n.clu.Assign(ctx, "cam-1", model.NodeID(cfg.NodeID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := assignCamera(t, n, cfg)
 	start := time.Now().Add(-time.Minute).Truncate(time.Second)
 	write := func(at time.Time, seal bool) model.Segment {
 		t.Helper()

@@ -51,13 +51,9 @@ func benchCmd(ctx context.Context, args []string) error {
 			fmt.Fprintf(os.Stderr, "warning: cannot keep the readers off CPU %d: %v\n", *cpu, err)
 		}
 	}
-	self := SelfCommand
-	if self == nil {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		self = []string{exe}
+	self, err := selfCommand()
+	if err != nil {
+		return err
 	}
 	argv := append(append([]string(nil), self...), "fleet", "-cameras", strconv.Itoa(*n), "-bitrate", strconv.Itoa(*bitrate),
 		"-addr", "127.0.0.1:0", "-control", "127.0.0.1:0", "-codecs", *codecs, "-log-level", "warn")

@@ -31,6 +31,18 @@ import (
 // vigie-loadtest; `vigie loadtest` sets it to [path-to-vigie, "loadtest"].
 var SelfCommand []string
 
+// selfCommand is SelfCommand, or this executable when it is not set.
+func selfCommand() ([]string, error) {
+	if SelfCommand != nil {
+		return SelfCommand, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{exe}, nil
+}
+
 // ErrFailed is returned by "run" when the verdict is FAIL (the report is still written).
 var ErrFailed = errors.New("load test failed")
 
@@ -229,13 +241,9 @@ func runScenario(ctx context.Context, name string, args []string, extra func(*fl
 	}
 	defer logf.Close()
 	fmt.Printf("scenario %s: %d node(s), %d cameras, %v; work directory %s\n", sc.Name, sc.Nodes.Count, sc.Cameras.Count, sc.Duration.D(), dir)
-	self := SelfCommand
-	if self == nil {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		self = []string{exe}
+	self, err := selfCommand()
+	if err != nil {
+		return err
 	}
 	res, runErr := scenario.Run(ctx, sc, scenario.Options{Vigie: bin, Dir: dir, Progress: os.Stdout, Logger: newLogger(logf, *logLevel),
 		ClipDir: *clipDir, FleetCommand: self})

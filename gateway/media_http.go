@@ -262,7 +262,8 @@ const seamWindow = 500 * time.Millisecond
 // seamWindow the cut is by time: the first fragment ending after switchAt (+ tolerance).
 func seam(frags []model.FragmentInfo, from int, switchAt time.Time, tolerance time.Duration) int {
 	best, bestDist := -1, seamWindow+1
-	for i := from; i < len(frags) && frags[i].Start.Before(switchAt.Add(seamWindow+1)); i++ {
+	lo := from + sort.Search(len(frags)-from, func(j int) bool { return !frags[from+j].Start.Before(switchAt.Add(-seamWindow)) })
+	for i := lo; i < len(frags) && frags[i].Start.Before(switchAt.Add(seamWindow+1)); i++ {
 		if !frags[i].Keyframe {
 			continue
 		}

@@ -152,13 +152,24 @@ func run(t *testing.T, name string, args ...string) string {
 
 var t0 = time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 
+// cam1Catalog is a catalog holding camera cam1 of tenant metro, recording continuously.
+func cam1Catalog() *fakeCatalog {
+	cat := newFakeCatalog()
+	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
+	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	return cat
+}
+
+// streamURL is the 10 s stream of cam1 from t0.
+func streamURL(g *Gateway) string {
+	return fmt.Sprintf("http://%s/media/v1/cameras/cam1/stream.mp4?start=%s&duration=10s", g.HTTPAddr(), t0.Format(time.RFC3339Nano))
+}
+
 // mediaFixture registers camera cam1 with three segments: frames 0-99, 100-199 and
 // 200-249 of the clip, contiguous from t0; keyframes every 2 s (every 50 frames).
 func mediaFixture(t *testing.T, codec2 string) (*Gateway, *fakeRecordings) {
 	c := loadClip(t)
-	cat := newFakeCatalog()
-	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
-	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	cat := cam1Catalog()
 	rec := &fakeRecordings{segs: buildSegments(t, c, "cam1", []segSpec{
 		{id: "s0", from: 0, to: 100, start: t0},
 		{id: "s1", from: 100, to: 200, start: t0.Add(100 * frameDur), codec: codec2},
@@ -329,17 +340,14 @@ func TestMediaErrors(t *testing.T) {
 // its next keyframe (frame 150), which would skip frames 130-149.
 func TestStreamAcrossHandoverLosesNoFrame(t *testing.T) {
 	c := loadClip(t)
-	cat := newFakeCatalog()
-	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
-	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	cat := cam1Catalog()
 	segs := buildSegments(t, c, "cam1", []segSpec{
 		{id: "old", from: 0, to: 130, start: t0},
 		{id: "new", from: 100, to: 250, start: t0.Add(100 * frameDur)},
 	})
 	segs[1].seg.Node, segs[1].seg.Epoch = "n2", 2
 	g := startGateway(t, cat, &fakeRecordings{segs: segs}, nil)
-	url := fmt.Sprintf("http://%s/media/v1/cameras/cam1/stream.mp4?start=%s&duration=10s",
-		g.HTTPAddr(), t0.Format(time.RFC3339Nano))
+	url := streamURL(g)
 	if out := run(t, needTool(t, "ffmpeg"), "-v", "error", "-i", url, "-f", "null", "-"); out != "" {
 		t.Errorf("ffmpeg decoding the stream reported errors:\n%s", out)
 	}
@@ -356,9 +364,7 @@ func TestStreamAcrossHandoverLosesNoFrame(t *testing.T) {
 // failover scenario: ~1.3 s hidden gaps on ~40 cameras).
 func TestStreamAcrossRestartHandoverLosesNoFrame(t *testing.T) {
 	c := loadClip(t)
-	cat := newFakeCatalog()
-	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
-	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	cat := cam1Catalog()
 	segs := buildSegments(t, c, "cam1", []segSpec{
 		{id: "old", from: 0, to: 170, start: t0},
 		{id: "mid", from: 100, to: 150, start: t0.Add(100 * frameDur)},
@@ -368,8 +374,7 @@ func TestStreamAcrossRestartHandoverLosesNoFrame(t *testing.T) {
 	segs[1].seg.Node, segs[1].seg.Epoch = "n2", 2
 	segs[2].seg.Node, segs[2].seg.Epoch = "n2", 3
 	g := startGateway(t, cat, &fakeRecordings{segs: segs}, nil)
-	url := fmt.Sprintf("http://%s/media/v1/cameras/cam1/stream.mp4?start=%s&duration=10s",
-		g.HTTPAddr(), t0.Format(time.RFC3339Nano))
+	url := streamURL(g)
 	if frames, _ := probeFrames(t, url); frames != 250 {
 		t.Errorf("stream across the restart handover has %d frames, want all 250 of the clip", frames)
 	}
@@ -384,13 +389,10 @@ func TestStreamAcrossRestartHandoverLosesNoFrame(t *testing.T) {
 // segment starts.
 func TestStreamAcrossClockShiftsLosesNoFrame(t *testing.T) {
 	c := loadClip(t)
-	cat := newFakeCatalog()
-	cat.tenants["metro"] = model.Tenant{ID: "metro", Name: "Metro", RetentionDays: 30}
-	cat.cams["cam1"] = model.Camera{ID: "cam1", Tenant: "metro", Name: "cam1", Recording: model.RecordContinuous}
+	cat := cam1Catalog()
 	count := func(segs []*fakeSegment) int {
 		g := startGateway(t, cat, &fakeRecordings{segs: segs}, nil)
-		url := fmt.Sprintf("http://%s/media/v1/cameras/cam1/stream.mp4?start=%s&duration=10s",
-			g.HTTPAddr(), t0.Format(time.RFC3339Nano))
+		url := streamURL(g)
 		frames, _ := probeFrames(t, url)
 		return frames
 	}

@@ -75,11 +75,11 @@ func (r *recordings) Deletions(camera model.CameraID, from, to time.Time) ([]mod
 	return r.clu.Deletions(camera, from, to)
 }
 
-// remoteOpenSegments asks the other nodes recording the camera for the segments they are
-// still writing, or have sealed but not yet committed to the catalog. A busy node gets
-// three tries of 3 s (an export that silently left out a live segment was seen at 2 s
-// under a loaded verification); a node that still does not answer is skipped and logged: the timeline
-// then shows its live edge late, not wrong.
+// remoteOpenSegments asks the other nodes recording the camera, in parallel, for the
+// segments they are still writing or have sealed but not yet committed to the catalog. A
+// busy node gets three tries of 3 s (an export that silently left out a live segment was
+// seen at 2 s under a loaded verification); a node that still does not answer is skipped
+// and logged: the timeline then shows its live edge late, not wrong.
 func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Time) []model.Segment {
 	if r.peer == nil {
 		return nil
@@ -94,7 +94,7 @@ func (r *recordings) remoteOpenSegments(camera model.CameraID, from, to time.Tim
 			nodes = append(nodes, node)
 		}
 	}
-	// The nodes are asked in parallel: a frozen one costs its tries once, not once each.
+	// In parallel: a frozen node costs its tries once, not once per node asked.
 	answers := make([][]model.Segment, len(nodes))
 	var wg sync.WaitGroup
 	for i, node := range nodes {

@@ -41,19 +41,17 @@ type recorder struct {
 	w      *storage.SegmentWriter
 	stream *replica.Stream // the open segment's replication, nil without replicas
 	closed bool
-	// nextEpoch, when not 0, is the epoch the next segment is recorded under (setEpoch).
-	nextEpoch uint64
 	// idOffset (nanoseconds) moves the start this recorder gives its segments back by a
 	// few nanoseconds when it is not the camera's owner: a critical camera's secondary, or
 	// the incoming owner of a handover, records the same camera under the same epoch and
 	// often opens a segment at the same keyframe; segment ids are built from (camera,
 	// start, epoch), so without it the two recordings would share an id.
 	idOffset atomic.Int64
-	// requestedEpoch, when not 0, is an epoch set by setEpoch that WriteFragment has not
-	// taken yet. setEpoch and setIDOffset never wait for mu: it is held across the
-	// fragment's disk writes, and the camera manager calls them holding its own lock (a
-	// recorder stuck on a slow disk blinded the health API and /metrics).
-	requestedEpoch atomic.Uint64
+	// nextEpoch, when not 0, is the epoch the next segment is recorded under (setEpoch).
+	// setEpoch and setIDOffset never wait for mu: it is held across the fragment's disk
+	// writes, and the camera manager calls them holding its own lock (a recorder stuck on
+	// a slow disk blinded the health API and /metrics).
+	nextEpoch atomic.Uint64
 }
 
 // setIDOffset sets idOffset (see there) for the segments opened from now on.
@@ -88,18 +86,20 @@ func (r *recorder) WriteFragment(f model.Fragment) error {
 	if r.init == nil {
 		return fmt.Errorf("camera %s: fragment before init", r.camera)
 	}
-	if e := r.requestedEpoch.Swap(0); e != 0 && (e != r.epoch || r.nextEpoch != 0) {
-		r.nextEpoch = e
+	next := r.nextEpoch.Load()
+	if next == r.epoch {
+		next = 0 // nothing changes
 	}
 	if r.w != nil {
 		info := r.w.Info()
 		full := info.Bytes+int64(len(f.Data)) > r.maxBytes || f.Start.Sub(info.Start) >= r.maxAge
-		if ((full || r.nextEpoch != 0) && f.Keyframe) || info.Bytes > 4*r.maxBytes {
+		if ((full || next != 0) && f.Keyframe) || info.Bytes > 4*r.maxBytes {
 			r.sealLocked()
 		}
 	}
-	if r.w == nil && r.nextEpoch != 0 {
-		r.epoch, r.nextEpoch = r.nextEpoch, 0
+	if r.w == nil && next != 0 {
+		r.epoch = next
+		r.nextEpoch.CompareAndSwap(next, 0) // unless setEpoch came again meanwhile
 	}
 	if r.w == nil {
 		w, err := r.store.Create(r.camera, r.epoch, r.init, f.Start.Add(-time.Duration(r.idOffset.Load())))
@@ -149,7 +149,7 @@ func (r *recorder) EndSession() {
 // epoch), without interrupting the ingest: the open segment is sealed at the next
 // keyframe, so the new one starts with a keyframe like every segment, and a handover
 // completes with no frame lost.
-func (r *recorder) setEpoch(epoch uint64) { r.requestedEpoch.Store(epoch) }
+func (r *recorder) setEpoch(epoch uint64) { r.nextEpoch.Store(epoch) }
 
 // close seals the open segment; the recorder accepts nothing afterwards.
 func (r *recorder) close() {

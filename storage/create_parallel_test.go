@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigie-vms/vigie/model"
 )
 
 // stuckSync wraps a segment file whose Sync blocks until release is closed: a disk that
@@ -37,23 +39,20 @@ func TestCreateOfOneCameraDoesNotWaitForAnother(t *testing.T) {
 		}
 		return stuckSync{File: f, entered: entered, release: release}, nil
 	}
-	slow := make(chan error, 1)
-	go func() {
-		w, err := s.Create("cam-slow", 1, []byte("init"), t0)
-		if err == nil {
-			err = w.Abort()
-		}
-		slow <- err
-	}()
+	create := func(camera model.CameraID) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			w, err := s.Create(camera, 1, []byte("init"), t0)
+			if err == nil {
+				err = w.Abort()
+			}
+			done <- err
+		}()
+		return done
+	}
+	slow := create("cam-slow")
 	<-entered // cam-slow's Create is inside its sync
-	fast := make(chan error, 1)
-	go func() {
-		w, err := s.Create("cam-fast", 1, []byte("init"), t0)
-		if err == nil {
-			err = w.Abort()
-		}
-		fast <- err
-	}()
+	fast := create("cam-fast")
 	select {
 	case err := <-fast:
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigie-vms/vigie/loadtest/simcam"
 	"github.com/vigie-vms/vigie/model"
 )
 
@@ -38,11 +39,8 @@ const trailSlack = 50
 func failoverRun(t testing.TB, nodes, cams int) failoverResult {
 	var res failoverResult
 	ids := camIDs("fo", cams)
-	sim := StartSimcam(t, ids...)
-	h := New(t, nodes, Options{})
+	h, sim := startRecording(t, nodes, 1, ids, "", 90*time.Second)
 	ctx := context.Background()
-	h.Register(ctx, 1, "t1", sim, ids, "")
-	waitRecordingTB(t, h, ids, 90*time.Second)
 
 	// Balance by bitrate: the leader's view of every node's load.
 	ld := h.Leader()
@@ -182,6 +180,18 @@ func failoverRun(t testing.TB, nodes, cams int) failoverResult {
 	res.Gaps = gaps
 	res.Skipped = sim.Stats().FramesSkipped
 	return res
+}
+
+// startRecording starts the simulated cameras ids and a cluster of n nodes, registers the
+// cameras (tenant t1, redundancy class redundancy) through node via, and waits until
+// every camera records (at most timeout).
+func startRecording(t testing.TB, n int, via int, ids []string, redundancy string, timeout time.Duration) (*Cluster, *simcam.Server) {
+	t.Helper()
+	sim := StartSimcam(t, ids...)
+	h := New(t, n, Options{})
+	h.Register(context.Background(), via, "t1", sim, ids, redundancy)
+	waitRecordingTB(t, h, ids, timeout)
+	return h, sim
 }
 
 // waitRecordingTB is waitRecording for any testing.TB.

@@ -32,11 +32,8 @@ func TestDrainLosesNoFrame(t *testing.T) {
 		t.Skip("skipped in -short mode: 3 nodes recording 60 cameras for ~20 s")
 	}
 	ids := camIDs("dr", 60)
-	sim := StartSimcam(t, ids...)
-	h := New(t, 3, Options{})
+	h, _ := startRecording(t, 3, 0, ids, "", 60*time.Second)
 	ctx := context.Background()
-	h.Register(ctx, 0, "t1", sim, ids, "")
-	waitRecordingTB(t, h, ids, 60*time.Second)
 	time.Sleep(2 * time.Second)
 
 	victim := h.Node(1)
@@ -114,11 +111,8 @@ func TestCriticalCameraKillOwner(t *testing.T) {
 		t.Skip("skipped in -short mode: records for ~15 s")
 	}
 	ids := camIDs("crit", 4)
-	sim := StartSimcam(t, ids...)
-	h := New(t, 3, Options{})
+	h, sim := startRecording(t, 3, 0, ids, string(model.RedundancyCritical), 30*time.Second)
 	ctx := context.Background()
-	h.Register(ctx, 0, "t1", sim, ids, string(model.RedundancyCritical))
-	waitRecordingTB(t, h, ids, 30*time.Second)
 	h.Eventually(30*time.Second, "every critical camera recorded by its secondary too", func() bool {
 		for _, id := range ids {
 			a := h.Owners(h.Leader().Index)[model.CameraID(id)]
@@ -199,11 +193,8 @@ func TestPartitionedOwner(t *testing.T) {
 		cut = time.Duration(n) * time.Second
 	}
 	ids := camIDs("pt", 50)
-	sim := StartSimcam(t, ids...)
-	h := New(t, 5, Options{})
+	h, _ := startRecording(t, 5, 0, ids, "", 60*time.Second)
 	ctx := context.Background()
-	h.Register(ctx, 0, "t1", sim, ids, "")
-	waitRecordingTB(t, h, ids, 60*time.Second)
 	time.Sleep(2 * time.Second)
 
 	ld := h.Leader()

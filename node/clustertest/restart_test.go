@@ -19,11 +19,8 @@ func TestRestartedNodeTakesCamerasBack(t *testing.T) {
 		t.Skip("skipped in -short mode: 3 nodes recording 30 cameras for ~60 s, one killed and restarted")
 	}
 	ids := camIDs("rb", 30)
-	sim := StartSimcam(t, ids...)
-	h := New(t, 3, Options{})
+	h, _ := startRecording(t, 3, 0, ids, "", 60*time.Second)
 	ctx := context.Background()
-	h.Register(ctx, 0, "t1", sim, ids, "")
-	waitRecordingTB(t, h, ids, 60*time.Second)
 	time.Sleep(2 * time.Second)
 
 	victim := 2

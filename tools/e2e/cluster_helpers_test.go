@@ -68,20 +68,20 @@ func writeSecretKey(t *testing.T) string {
 }
 
 // startClusterNodes starts n `vigie node` processes on 127.0.0.1 with distinct ports, the
-// same key file and every other node's gossip address as seeds (the first node has none:
-// it bootstraps), and waits until each answers its REST API.
+// same key file and the nodes started before as seeds (the first node has none: it
+// bootstraps), and waits until each answers its REST API. Each node's gossip port is
+// picked just before it starts: picked all at once, a port stayed free for the seconds
+// the first node took to start, and another process's connection took it (CI: "bind:
+// address already in use").
 func startClusterNodes(t *testing.T, n int, keyFile string, extra ...string) []*clusterNode {
 	t.Helper()
 	nodes := make([]*clusterNode, n)
-	for i := range nodes {
-		nodes[i] = &clusterNode{id: "e2e-n" + string(rune('1'+i)), gossip: freeUDPAndTCP(t)}
-	}
 	for i, nd := range nodes {
+		nd = &clusterNode{id: "e2e-n" + string(rune('1'+i)), gossip: freeUDPAndTCP(t)}
+		nodes[i] = nd
 		var seeds []string
-		for j, o := range nodes {
-			if j != i {
-				seeds = append(seeds, o.gossip)
-			}
+		for _, o := range nodes[:i] {
+			seeds = append(seeds, o.gossip)
 		}
 		dir := t.TempDir()
 		args := append([]string{"node", "--data-dir", dir, "--node-id", nd.id, "--gossip-addr", nd.gossip,

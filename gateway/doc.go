@@ -44,7 +44,8 @@
 // switch to a segment that starts inside the current one cuts the current one at its
 // keyframe fragment nearest the new segment's start (the same frame on both nodes); a
 // fragment is served only once per segment but the fragments of one segment are never
-// skipped among themselves; what a segment served ends at the catalog's end of it.
+// skipped among themselves; a segment the catalog starts exactly where the previous one
+// ends is served from its first fragment.
 //
 // # What it must not do
 //

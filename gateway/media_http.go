@@ -210,15 +210,8 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 				return time.Time{}, err
 			}
 			servedHere = true
-			// What is served ends where the catalog says the segment ends: a segment cut
-			// at a handover ends where the next owner's starts, even when its last
-			// fragment's own times (another node's clock mapping) run 100+ ms past it.
-			fe := fi.End()
-			if !seg.End.IsZero() && seg.End.Before(fe) {
-				fe = seg.End
-			}
-			if fe.After(covered) {
-				covered = fe
+			if fi.End().After(covered) {
+				covered = fi.End()
 			}
 		}
 		rd.Close()
@@ -232,6 +225,12 @@ func (g *Gateway) each(ctx context.Context, p *plan, end time.Time, newSeg func(
 			}
 		} else {
 			for si++; si < len(p.segs) && !p.segs[si].End.After(covered); si++ {
+			}
+			// A segment the catalog starts exactly where this one ends (a handover cut
+			// there) follows it, even when this one's last fragment, timed by another
+			// node's clock mapping, runs 100+ ms past that point.
+			if si < len(p.segs) && p.segs[si].Start.Equal(seg.End) && covered.After(seg.End) {
+				covered = seg.End
 			}
 		}
 		if si >= len(p.segs) || !p.segs[si].Start.Before(end) {

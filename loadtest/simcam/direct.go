@@ -195,6 +195,24 @@ func (c *directConn) drain() {
 	c.mu.Unlock()
 }
 
+// waitFlushed waits until nothing accepted for the connection is left to write (or the
+// connection failed, or deadline passed). It reports false when deadline passed with a
+// backlog still queued.
+func (c *directConn) waitFlushed(deadline time.Time) bool {
+	wake := time.AfterFunc(time.Until(deadline), func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer wake.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.writing && c.err == nil && time.Now().Before(deadline) {
+		c.cond.Wait()
+	}
+	return !c.writing || c.err != nil
+}
+
 // failLocked records a write error and closes the connection, so that gortsplib ends the
 // session (as its own writer does on a write error or timeout).
 func (c *directConn) failLocked(err error) {

@@ -2,6 +2,7 @@ package simcam
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -264,5 +265,96 @@ func TestDirectConnOrderAndDeadline(t *testing.T) {
 	}
 	if string(got) != string(want) {
 		t.Errorf("peer read %q, want %q", got, want)
+	}
+}
+
+// Every frame counted as sent reaches a reader that is behind when the server closes: Close
+// writes out the reader's backlog before the connection goes.
+func TestCloseDeliversQueuedFrames(t *testing.T) {
+	s := startServer(t, Config{Cameras: []string{"behind"}})
+	u, err := base.ParseURL(s.URL("behind"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	smallBuffers := func(ctx context.Context, network, address string) (net.Conn, error) {
+		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+		}}
+		return d.DialContext(ctx, network, address)
+	}
+	tcp := gortsplib.TransportTCP
+	c := gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp, DialContext: smallBuffers}
+	if err := c.Start2(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h264f *format.H264
+	medi := desc.FindFormat(&h264f)
+	if medi == nil {
+		t.Fatalf("no H.264 media in %+v", desc)
+	}
+	dec, err := h264f.CreateDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Setup(desc.BaseURL, medi, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []uint64
+	first := make(chan struct{})
+	c.OnPacketRTP(medi, h264f, func(pkt *rtp.Packet) {
+		au, err := dec.Decode(pkt)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		for _, tag := range sei.ScanAU(au, false) {
+			got = append(got, tag.Frame)
+		}
+		n := len(got)
+		mu.Unlock()
+		if n == 1 {
+			close(first)
+			time.Sleep(800 * time.Millisecond) // fall behind: the backlog builds in simcam
+		}
+	})
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	for s.cams[0].direct.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	if tc, ok := (*s.cams[0].direct.Load())[0].conn.Conn.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	time.Sleep(400 * time.Millisecond)
+	s.Close()
+	sent := s.FramesSent("behind")
+	// The client reads what is left, then sees the connection end.
+	_ = c.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if st := s.Stats(); st.PacketsDropped != 0 {
+		t.Fatalf("%d packets dropped for the reader: the queue was too small for this test", st.PacketsDropped)
+	}
+	if len(got) == 0 || got[len(got)-1]+1 != sent {
+		last := uint64(0)
+		if len(got) > 0 {
+			last = got[len(got)-1]
+		}
+		t.Fatalf("the camera sent frames up to %d, the reader got %d frames up to %d: frames counted as sent were never delivered", sent-1, len(got), last)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			t.Fatalf("frame %d after %d", got[i], got[i-1])
+		}
 	}
 }

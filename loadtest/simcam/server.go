@@ -385,8 +385,10 @@ func (s *Server) Start() error {
 }
 
 // Close stops the cameras, disconnects readers and stops listening. Shutdown order: the
-// scheduler first (no more writes), then the streams (their sessions close), then the
-// RTSP server.
+// scheduler first (no more frames), then every reader's backlog is written out (a frame
+// counted in FramesSent is on the wire before its connection closes; at most
+// closeFlushTimeout for a reader that stopped reading), then the streams (their sessions
+// close), then the RTSP server.
 func (s *Server) Close() {
 	s.closed.Do(func() {
 		s.ready.Store(false)
@@ -394,6 +396,7 @@ func (s *Server) Close() {
 			s.cancel()
 			s.wg.Wait()
 		}
+		s.flushReaders(time.Now().Add(closeFlushTimeout))
 		for _, c := range s.cams {
 			if c.stream != nil {
 				c.stream.Close()
@@ -405,6 +408,31 @@ func (s *Server) Close() {
 			slog.Uint64("frames_sent", st.FramesSent),
 			slog.Uint64("frames_skipped", st.FramesSkipped))
 	})
+}
+
+// closeFlushTimeout bounds how long Close waits for readers' backlogs to be written (well
+// under the 10 s the scenario runner gives a fleet process to stop after SIGINT).
+const closeFlushTimeout = 5 * time.Second
+
+// flushReaders waits until the backlog of every playing reader has been written, its
+// connection failed, or deadline passed; it logs the readers whose backlog was cut off.
+func (s *Server) flushReaders(deadline time.Time) {
+	cut := 0
+	for _, c := range s.cams {
+		list := c.direct.Load()
+		if list == nil {
+			continue
+		}
+		for _, r := range *list {
+			if !r.conn.waitFlushed(deadline) {
+				cut++
+			}
+		}
+	}
+	if cut > 0 {
+		s.log.Warn("closing readers with frames still queued (they stopped reading)",
+			slog.Int("readers", cut), slog.Duration("waited", closeFlushTimeout))
+	}
 }
 
 // Addr returns the address the server listens on (the real port after Start with ":0").

@@ -2,7 +2,7 @@ package ingest
 
 import "encoding/binary"
 
-// This file writes moof+mdat fragments directly into a reused buffer. mediacommon's
+// This file writes moof+mdat fragments directly into reused buffers. mediacommon's
 // fmp4.Part.Marshal produces the same boxes but allocates the whole mdat and every box on
 // each fragment; at thousands of cameras that garbage matters. The output is checked
 // against fmp4.Parts.Unmarshal in the tests.
@@ -33,17 +33,32 @@ type trackBuf struct {
 	id        int
 	timescale uint32
 	isVideo   bool
-	data      []byte
-	samples   []sampleMeta
+	// data holds head reserved bytes, then the samples. The segmenter reserves room for
+	// the fragment's moof and mdat headers in front of the video samples, so that a
+	// fragment leaves as one slice of this buffer without its samples being copied.
+	data    []byte
+	head    int
+	samples []sampleMeta
 	// base is the decode time (tfdt) of the first sample in the buffer, in timescale
 	// units since the init section started; next is base plus the buffered durations.
 	base, next uint64
 }
 
+// payload returns the sample bytes.
+func (t *trackBuf) payload() []byte { return t.data[t.head:] }
+
 func (t *trackBuf) reset() {
-	t.data = t.data[:0]
+	t.data = t.data[:t.head]
 	t.samples = t.samples[:0]
 	t.base = t.next
+}
+
+// setHead reserves n bytes in front of the samples; the buffer must hold no sample.
+func (t *trackBuf) setHead(n int) {
+	if cap(t.data) < n {
+		t.data = make([]byte, n, n+64<<10)
+	}
+	t.data, t.head = t.data[:n], n
 }
 
 func (t *trackBuf) trunFlags() uint32 {
@@ -73,17 +88,35 @@ func boxHeader(b []byte, size int, typ string) []byte {
 	return append(b, typ...)
 }
 
-// appendFragment appends one moof+mdat holding every non-empty track to dst.
-func appendFragment(dst []byte, seq uint32, tracks []*trackBuf) []byte {
-	moofSize := 8 + 16
-	mdatSize := 8
+// fragmentSizes returns the size of the moof box and of the mdat box of a fragment holding
+// every non-empty track.
+func fragmentSizes(tracks []*trackBuf) (moofSize, mdatSize int) {
+	moofSize, mdatSize = 8+16, 8
 	for _, t := range tracks {
 		if len(t.samples) == 0 {
 			continue
 		}
 		moofSize += t.trafSize()
-		mdatSize += len(t.data)
+		mdatSize += len(t.payload())
 	}
+	return moofSize, mdatSize
+}
+
+// appendFragment appends one moof+mdat holding every non-empty track to dst.
+func appendFragment(dst []byte, seq uint32, tracks []*trackBuf) []byte {
+	dst = appendFragmentHeader(dst, seq, tracks)
+	for _, t := range tracks {
+		if len(t.samples) != 0 {
+			dst = append(dst, t.payload()...)
+		}
+	}
+	return dst
+}
+
+// appendFragmentHeader appends the moof box and the mdat box header of a fragment holding
+// every non-empty track: what precedes the tracks' samples, in track order.
+func appendFragmentHeader(dst []byte, seq uint32, tracks []*trackBuf) []byte {
+	moofSize, mdatSize := fragmentSizes(tracks)
 	dst = boxHeader(dst, moofSize, "moof")
 	dst = boxHeader(dst, 16, "mfhd")
 	dst = be32(dst, 0)
@@ -125,13 +158,7 @@ func appendFragment(dst []byte, seq uint32, tracks []*trackBuf) []byte {
 				dst = be32(dst, uint32(s.cto))
 			}
 		}
-		dataOffset += len(t.data)
+		dataOffset += len(t.payload())
 	}
-	dst = boxHeader(dst, mdatSize, "mdat")
-	for _, t := range tracks {
-		if len(t.samples) != 0 {
-			dst = append(dst, t.data...)
-		}
-	}
-	return dst
+	return boxHeader(dst, mdatSize, "mdat")
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/pion/rtp"
 
 	"github.com/vigie-vms/vigie/model"
@@ -212,6 +214,38 @@ func TestPipelineAudioTracks(t *testing.T) {
 	}
 	if got := inits[0].codecs; got != "H264 160x120, MPEG-4 audio, G711 (as LPCM)" {
 		t.Errorf("codecs = %q", got)
+	}
+	// Every sample holds its own bytes, whether its fragment was written in place (headers in
+	// front of the video samples, audio appended after them) or copied.
+	var video, aac [][]byte
+	for _, f := range inits[0].frags {
+		var parts fmp4.Parts
+		if err := parts.Unmarshal(f.Data); err != nil {
+			t.Fatal(err)
+		}
+		for _, pt := range parts[0].Tracks {
+			for _, smp := range pt.Samples {
+				switch pt.ID {
+				case 1:
+					video = append(video, smp.Payload)
+				case 2:
+					aac = append(aac, smp.Payload)
+				}
+			}
+		}
+	}
+	for i, smp := range video {
+		if want := appendAVCC(nil, aus[i]); !bytes.Equal(smp, want) {
+			t.Fatalf("video sample %d: %d bytes differ from the access unit sent (%d bytes)", i, len(smp), len(want))
+		}
+	}
+	for i, smp := range aac {
+		if want := []byte{0x21, 0x10, 0x04, byte(i)}; !bytes.Equal(smp, want) {
+			t.Fatalf("AAC sample %d = % x, want % x", i, smp, want)
+		}
+	}
+	if len(aac) < len(aus)/2 {
+		t.Errorf("%d AAC samples for %d video frames", len(aac), len(aus))
 	}
 }
 

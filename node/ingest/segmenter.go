@@ -82,6 +82,7 @@ func newSegmenter(sink Sink, h *health, fragMax time.Duration, vp *videoParams) 
 		s.fragMax = 1
 	}
 	s.video = trackBuf{id: 1, timescale: videoTimescale, isVideo: true}
+	s.video.setHead(initialFragmentHead)
 	s.tracks = []*trackBuf{&s.video}
 	return s
 }
@@ -127,7 +128,7 @@ func (s *segmenter) writeInit(dts int64) (bool, error) {
 	s.haveInit, s.initGen, s.hasBad = true, s.vp.gen, false
 	s.startDTS = dts
 	for _, t := range s.tracks {
-		t.data, t.samples, t.base, t.next = t.data[:0], t.samples[:0], 0, 0
+		t.data, t.samples, t.base, t.next = t.data[:t.head], t.samples[:0], 0, 0
 	}
 	for _, a := range s.audio {
 		a.started, a.havePend = false, false
@@ -236,21 +237,47 @@ func (s *segmenter) close() error {
 	return s.finishPending(s.lastDur)
 }
 
+// initialFragmentHead is the room first reserved for a fragment's moof and mdat headers in
+// front of the video samples: a 1 s fragment at 25 fps without audio needs 496 bytes. A
+// fragment whose headers do not fit is copied once into s.out, and the room grows.
+const initialFragmentHead = 1024
+
 func (s *segmenter) flush() error {
 	if len(s.video.samples) == 0 {
 		return nil
 	}
 	s.seq++
-	s.out = appendFragment(s.out[:0], s.seq, s.tracks)
+	v := &s.video
+	var data []byte
+	moofSize, _ := fragmentSizes(s.tracks)
+	grow := 0
+	if hdr := moofSize + 8; hdr <= v.head {
+		// In place: the headers go just before the video samples, the audio samples after.
+		start := v.head - hdr
+		appendFragmentHeader(v.data[start:start:v.head], s.seq, s.tracks)
+		for _, a := range s.audio {
+			if len(a.buf.samples) != 0 {
+				v.data = append(v.data, a.buf.payload()...)
+			}
+		}
+		data = v.data[start:]
+	} else {
+		s.out = appendFragment(s.out[:0], s.seq, s.tracks)
+		data = s.out
+		grow = hdr + hdr/2
+	}
 	f := model.Fragment{
 		Start:    s.fragWall,
 		Duration: ticksToDuration(s.fragTicks, videoTimescale),
 		Keyframe: s.fragKey,
-		Data:     s.out,
+		Data:     data,
 	}
 	frames, ticks := s.fragFrames, s.fragTicks
 	for _, t := range s.tracks {
 		t.reset()
+	}
+	if grow > 0 {
+		v.setHead(grow)
 	}
 	s.fragTicks, s.fragFrames = 0, 0
 	s.health.onFragment(frames, len(f.Data), ticksToDuration(ticks, videoTimescale))

@@ -113,6 +113,8 @@ type auInfo struct {
 // scanAU removes empty NAL units from au (in place), adopts the in-band parameter sets that
 // differ from the current ones and classifies the access unit. A malformed parameter set is
 // ignored (the previous one stays) and reported in err; the access unit is still usable.
+// A parameter set equal to the current one is replaced in au by vp's own copy: au aliases
+// the depacketizer's buffers, and the DTS extractors keep the SPS they are given.
 func (vp *videoParams) scanAU(au [][]byte) (out [][]byte, info auInfo, err error) {
 	n := 0
 	for _, nalu := range au {
@@ -157,8 +159,19 @@ func (vp *videoParams) scanAU(au [][]byte) (out [][]byte, info auInfo, err error
 		if perr != nil && err == nil {
 			err = perr
 		}
+		au[n-1] = vp.owned(nalu)
 	}
 	return au[:n], info, err
+}
+
+// owned returns vp's copy of nalu when nalu is one of the current parameter sets, else nalu.
+func (vp *videoParams) owned(nalu []byte) []byte {
+	for _, ps := range [][]byte{vp.sps, vp.pps, vp.vps} {
+		if len(ps) == len(nalu) && len(ps) > 0 && &ps[0] != &nalu[0] && bytes.Equal(ps, nalu) {
+			return ps
+		}
+	}
+	return nalu
 }
 
 // fmp4Codec returns the sample description of the current parameter sets.

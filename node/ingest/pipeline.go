@@ -23,6 +23,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/vigie-vms/vigie/model"
+	"github.com/vigie-vms/vigie/node/ingest/depack"
 )
 
 // ErrNoVideo: the stream offers no H.264 or H.265 video track Vigie can record.
@@ -174,6 +175,8 @@ type pipeline struct {
 type videoIn struct {
 	media  *description.Media
 	format format.Format
+	// decode returns an access unit that aliases the depacketizer's buffers: valid until
+	// its next call (whatever is kept is copied: parameter sets, samples).
 	decode func(*rtp.Packet) ([][]byte, error)
 	params videoParams
 
@@ -255,7 +258,7 @@ func newPipeline(desc *description.Session, cfg pipelineConfig) (*pipeline, *sel
 	p.video.media, p.video.format = sel.videoMedia, sel.videoFormat
 	switch f := sel.videoFormat.(type) {
 	case *format.H264:
-		d, err := f.CreateDecoder()
+		d, err := depack.NewH264(f.PacketizationMode)
 		if err != nil {
 			return nil, &sel, fmt.Errorf("%w: H264: %v", ErrNoVideo, err)
 		}
@@ -264,7 +267,7 @@ func newPipeline(desc *description.Session, cfg pipelineConfig) (*pipeline, *sel
 		sps, pps := f.SafeParams()
 		p.adoptSDPParams(nil, sps, pps)
 	case *format.H265:
-		d, err := f.CreateDecoder()
+		d, err := depack.NewH265()
 		if err != nil {
 			return nil, &sel, fmt.Errorf("%w: H265: %v", ErrNoVideo, err)
 		}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package depack
+
+const raceEnabled = false

@@ -201,15 +201,7 @@ func (s *Store) seal(k segKey, m segMeta, entries []fragEntry, f segFile) (sealR
 		return sealResult{}, ioError(fmt.Sprintf("seal segment %s: sync", k.id()), err)
 	}
 
-	sm := m
-	sm.sealed = true
-	sm.bytes = end
-	sm.fragments = len(res.kept)
-	sm.end = int64(k.start)
-	if n := len(res.kept); n > 0 {
-		sm.end = res.kept[n-1].rec.start + res.kept[n-1].rec.duration
-	}
-	sm.blocks = make([]uint32, 0, numBlocks(end, m.blockSize))
+	blocks := make([]uint32, 0, numBlocks(end, m.blockSize))
 	var whole uint32
 	block := buf[:m.blockSize]
 	for off := int64(0); off < end; off += m.blockSize {
@@ -217,12 +209,27 @@ func (s *Store) seal(k segKey, m segMeta, entries []fragEntry, f segFile) (sealR
 		if _, err := f.ReadAt(block[:n], off); err != nil {
 			return sealResult{}, ioError(fmt.Sprintf("seal segment %s: read block at %d", k.id(), off), err)
 		}
-		sm.blocks = append(sm.blocks, crc32c(block[:n]))
+		blocks = append(blocks, crc32c(block[:n]))
 		whole = crc32.Update(whole, castagnoli, block[:n])
 	}
-	sm.fileCRC = whole
-	res.meta = sm
+	res.meta = sealedMeta(k, m, res.kept, end, blocks, whole)
 	return res, nil
+}
+
+// sealedMeta returns the sealed record of a segment of end bytes holding the fragments
+// kept, with its per-block and whole-file CRC-32C.
+func sealedMeta(k segKey, m segMeta, kept []fragEntry, end int64, blocks []uint32, whole uint32) segMeta {
+	sm := m
+	sm.sealed = true
+	sm.bytes = end
+	sm.fragments = len(kept)
+	sm.end = int64(k.start)
+	if n := len(kept); n > 0 {
+		sm.end = kept[n-1].rec.start + kept[n-1].rec.duration
+	}
+	sm.blocks = blocks
+	sm.fileCRC = whole
+	return sm
 }
 
 // commitSeal writes the sealed record and drops the records of dropped fragments, in one

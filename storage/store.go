@@ -272,6 +272,7 @@ func (s *Store) Create(camera model.CameraID, epoch uint64, init []byte, start t
 		return fail("index", err)
 	}
 	w := &SegmentWriter{s: s, key: k, id: id, path: path, f: f, meta: m, size: m.initLen}
+	w.sums, _ = runningSums{blockSize: m.blockSize}.add(init)
 	s.mu.Lock()
 	s.epochs[camera] = max(s.epochs[camera], epoch)
 	s.writers[id] = w

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vigie-vms/vigie/model"
 )
@@ -24,6 +27,11 @@ type SegmentWriter struct {
 	ioMu sync.Mutex // serialises Append, Seal, Abort and Close
 	// Guarded by ioMu.
 	nextSeq uint32
+	// uncached: the file's bytes before this offset (a page boundary) were dropped from the
+	// page cache once durable (dropCached).
+	uncached int64
+	// sums are the sealed checksums of the durable bytes, kept as they are appended.
+	sums runningSums
 	// done is set once the writer can no longer append: sealed, aborted, store closed, or
 	// a failed fsync that left the file in an unknown state.
 	done error
@@ -132,8 +140,12 @@ func (w *SegmentWriter) Append(f model.Fragment) error {
 		return ioError(fmt.Sprintf("segment %s: write fragment at offset %d", w.id, off), w.rollback(off, err))
 	}
 
+	if !w.s.cfg.NoSync {
+		w.dropCached(off + int64(len(f.Data)))
+	}
+	sums, crc := w.sums.add(f.Data)
 	rec := fragRec{offset: off, size: int64(len(f.Data)), start: start, duration: int64(f.Duration),
-		keyframe: f.Keyframe, crc: crc32c(f.Data)}
+		keyframe: f.Keyframe, crc: crc}
 	b := w.s.db.NewBatch()
 	_ = b.Set(w.key.fragmentKey(w.nextSeq), encodeFrag(rec), nil)
 	err = w.s.db.Apply(b, w.s.wopts)
@@ -142,6 +154,7 @@ func (w *SegmentWriter) Append(f model.Fragment) error {
 		return ioError(fmt.Sprintf("segment %s: index fragment at offset %d", w.id, off), w.rollback(off, err))
 	}
 	w.nextSeq++
+	w.sums = sums
 	w.mu.Lock()
 	w.frags = append(w.frags, rec)
 	w.size = rec.end()
@@ -168,11 +181,13 @@ func (w *SegmentWriter) rollback(size int64, cause error) error {
 	return cause
 }
 
-// Seal finishes the segment: it re-reads the file, verifies every fragment against its
-// checksum, computes the per-block CRC-32Cs and the whole-file CRC-32C (Checksum), and
-// marks the segment sealed in the index. It returns the sealed segment. A fragment whose
-// bytes no longer match their checksum is dropped from the index (and logged) rather than
-// sealed in.
+// Seal finishes the segment: it records the per-block CRC-32Cs and the whole-file CRC-32C
+// (Checksum), summed as the fragments were appended, and marks the segment sealed in the
+// index; it reads nothing back. It returns the sealed segment. After a failed fsync or
+// truncate (the file's state unknown), it re-reads the file instead, verifies every
+// fragment against its checksum and computes the sums from the bytes: a fragment whose
+// bytes no longer match their checksum is dropped from the index (and logged) rather
+// than sealed in.
 func (w *SegmentWriter) Seal() (model.Segment, error) {
 	if err := w.s.enter(); err != nil {
 		w.mu.Lock()
@@ -198,9 +213,18 @@ func (w *SegmentWriter) Seal() (model.Segment, error) {
 	for i, r := range w.frags {
 		entries[i] = fragEntry{seq: uint32(i), rec: r}
 	}
-	res, err := w.s.seal(w.key, w.meta, entries, w.f)
-	if err != nil {
-		return model.Segment{}, err
+	var res sealResult
+	if w.done == nil {
+		// Every byte of the file is a durable append of this writer, checksummed as it was
+		// written: nothing to verify, nothing to read back.
+		blocks, whole := w.sums.final()
+		res = sealResult{meta: sealedMeta(w.key, w.meta, entries, w.size, blocks, whole), kept: entries}
+	} else {
+		// A failed fsync or truncate left the file in an unknown state: re-read it all.
+		var err error
+		if res, err = w.s.seal(w.key, w.meta, entries, w.f); err != nil {
+			return model.Segment{}, err
+		}
 	}
 	for _, d := range res.dropped {
 		w.s.log.Error("storage: fragment dropped at seal", slog.String("segment", string(w.id)),
@@ -272,4 +296,29 @@ func (w *SegmentWriter) closeFile(reason error) error {
 		return fmt.Errorf("storage: segment %s: close: %w", w.id, err)
 	}
 	return nil
+}
+
+// pageSize is the unit the page cache drops.
+var pageSize = int64(os.Getpagesize())
+
+// dropCached tells the kernel that the file's bytes before end, durable now, need not stay
+// in the page cache (its whole pages only: the page holding end is appended to next).
+// Footage is written once and rarely read soon after; kept cached, it would push out what
+// is read (the index, recent playback) and every 4 KiB written would take a fresh page.
+// On a VM whose host takes back free guest memory, a fresh page costs a host fault: in a
+// profile of 600 cameras × 2 Mbit/s on one core, the copy into new pages was 22 % of the
+// core, 3.5 % once written pages were dropped (and recycled at once).
+func (w *SegmentWriter) dropCached(end int64) {
+	to := end &^ (pageSize - 1)
+	if to <= w.uncached {
+		return
+	}
+	if sc, ok := w.f.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.Fadvise(int(fd), w.uncached, to-w.uncached, unix.FADV_DONTNEED)
+			})
+		}
+	}
+	w.uncached = to
 }

@@ -6,7 +6,8 @@
 // # Flow
 //
 //	RTSP (gortsplib client or server session)
-//	  → pipeline: RTP → access units (gortsplib rtph264/rtph265/… decoders),
+//	  → pipeline: RTP → access units (video: our depack package, the same access units
+//	    as gortsplib's rtph264/rtph265 without allocating; audio: gortsplib's decoders),
 //	    timestamps (rtptime.GlobalDecoder2), DTS (mediacommon DTS extractors),
 //	    wall clock (RTCP sender reports, else receive time + PTS progression)
 //	  → segmenter: parameter-set tracking, init sections, moof+mdat fragments
@@ -67,13 +68,15 @@
 // Sink calls are sequential per camera and made from the RTSP reader goroutine: a slow sink
 // slows that camera's reading (TCP back-pressure), ingest never buffers more than one
 // fragment. Health is read without blocking ingest (atomics and a mutex taken once per
-// fragment). Fragments are written into reused buffers (moof+mdat are built by this package,
-// not by mediacommon's Part.Marshal, which allocates the whole mdat); the remaining per-frame
-// allocations are gortsplib's depacketizer's.
+// fragment). Video is depacketized into reused buffers (depack), and a fragment's moof+mdat
+// headers are built by this package in room reserved in front of the video samples (not by
+// mediacommon's Part.Marshal, which allocates the whole mdat), so a fragment reaches the sink
+// without its samples being copied again; the remaining per-packet allocation is gortsplib's
+// (each interleaved frame read from the connection).
 //
 // # What this package must not do
 //
-// It imports only model of Vigie's packages; it never writes to disk or talks to the
+// It imports only model (and its own depack) of Vigie's packages; it never writes to disk or talks to the
 // cluster, and it never decides which cameras to record: node tells it (Puller per owned
 // camera, Server.Publisher for pushes).
 package ingest

@@ -13,7 +13,9 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
@@ -39,18 +41,21 @@ func readRecord(br *bufio.Reader) (record, error) {
 	return record{ch: h[1], payload: p}, err
 }
 
-// A gortsplib reader maps RTP time to absolute time with the sender reports simcam writes
-// itself on the direct path: the time it gets for a frame is that frame's schedule, at
-// most a few milliseconds before the send time in its tag.
-func TestSenderReportsGiveAbsoluteTime(t *testing.T) {
-	s := startServer(t, Config{Cameras: []string{"ntp"}})
-	u, _ := base.ParseURL(s.URL("ntp"))
+// setupH264 starts a gortsplib client over TCP (dial: its DialContext, nil for the
+// default), DESCRIBEs url and SETUPs its H.264 media; the caller registers OnPacketRTP,
+// then PLAYs. The client is closed when the test ends.
+func setupH264(t *testing.T, url string, dial func(ctx context.Context, network, address string) (net.Conn, error)) (*gortsplib.Client, *description.Media, *format.H264, *rtph264.Decoder) {
+	t.Helper()
+	u, err := base.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tcp := gortsplib.TransportTCP
-	c := gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp}
+	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp, DialContext: dial}
 	if err := c.Start2(); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
 	desc, _, err := c.Describe(u)
 	if err != nil {
 		t.Fatal(err)
@@ -58,12 +63,24 @@ func TestSenderReportsGiveAbsoluteTime(t *testing.T) {
 	var f *format.H264
 	medi := desc.FindFormat(&f)
 	if medi == nil {
-		t.Fatal("no H.264 media")
+		t.Fatalf("no H.264 media in %+v", desc)
 	}
-	dec, _ := f.CreateDecoder()
+	dec, err := f.CreateDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Setup(desc.BaseURL, medi, 0, 0); err != nil {
 		t.Fatal(err)
 	}
+	return c, medi, f, dec
+}
+
+// A gortsplib reader maps RTP time to absolute time with the sender reports simcam writes
+// itself on the direct path: the time it gets for a frame is that frame's schedule, at
+// most a few milliseconds before the send time in its tag.
+func TestSenderReportsGiveAbsoluteTime(t *testing.T) {
+	s := startServer(t, Config{Cameras: []string{"ntp"}})
+	c, medi, f, dec := setupH264(t, s.URL("ntp"), nil)
 	var mu sync.Mutex
 	var checked, noNTP int
 	var worst time.Duration
@@ -272,10 +289,6 @@ func TestDirectConnOrderAndDeadline(t *testing.T) {
 // writes out the reader's backlog before the connection goes.
 func TestCloseDeliversQueuedFrames(t *testing.T) {
 	s := startServer(t, Config{Cameras: []string{"behind"}})
-	u, err := base.ParseURL(s.URL("behind"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	smallBuffers := func(ctx context.Context, network, address string) (net.Conn, error) {
 		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 			return c.Control(func(fd uintptr) {
@@ -284,28 +297,7 @@ func TestCloseDeliversQueuedFrames(t *testing.T) {
 		}}
 		return d.DialContext(ctx, network, address)
 	}
-	tcp := gortsplib.TransportTCP
-	c := gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp, DialContext: smallBuffers}
-	if err := c.Start2(); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	desc, _, err := c.Describe(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h264f *format.H264
-	medi := desc.FindFormat(&h264f)
-	if medi == nil {
-		t.Fatalf("no H.264 media in %+v", desc)
-	}
-	dec, err := h264f.CreateDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Setup(desc.BaseURL, medi, 0, 0); err != nil {
-		t.Fatal(err)
-	}
+	c, medi, h264f, dec := setupH264(t, s.URL("behind"), smallBuffers)
 	var mu sync.Mutex
 	var got []uint64
 	first := make(chan struct{})

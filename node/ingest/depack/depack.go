@@ -381,34 +381,8 @@ func (d *Decoder) decodeH264(pkt *rtp.Packet) error {
 		}
 
 	case h264.NALUTypeSTAPA:
-		d.resetFragments()
-		pos := d.stageCopy(pkt.Timestamp, p[1:])
-		payload := p[1:]
-		for {
-			if len(payload) < 2 {
-				d.dropStaged()
-				return errSTAPASize
-			}
-			size := int(payload[0])<<8 | int(payload[1])
-			payload = payload[2:]
-			pos += 2
-			if size == 0 {
-				if isAllZero(payload) { // padding
-					break
-				}
-				d.dropStaged()
-				return errSTAPASize
-			}
-			if size > len(payload) {
-				d.dropStaged()
-				return errSTAPASize
-			}
-			d.stage(pos, pos+size)
-			payload = payload[size:]
-			pos += size
-			if len(payload) == 0 {
-				break
-			}
+		if err := d.aggregate(pkt.Timestamp, p[1:], true, errSTAPASize); err != nil {
+			return err
 		}
 		if d.stagedCount == 0 {
 			d.dropStaged()
@@ -429,6 +403,37 @@ func (d *Decoder) decodeH264(pkt *rtp.Packet) error {
 	}
 
 	return d.removeAnnexB()
+}
+
+// aggregate stages the NAL units of an aggregation packet (H.264 STAP-A, H.265 AP) whose
+// payload after the packet's NAL header is payload: 16-bit size, NAL unit, and so on.
+// padding: a zero size followed by zeros ends the packet (H.264, as gortsplib); errSize is
+// returned, and nothing staged, when the sizes do not fit.
+func (d *Decoder) aggregate(ts uint32, payload []byte, padding bool, errSize error) error {
+	d.resetFragments()
+	pos := d.stageCopy(ts, payload)
+	for {
+		if len(payload) < 2 {
+			d.dropStaged()
+			return errSize
+		}
+		size := int(payload[0])<<8 | int(payload[1])
+		payload = payload[2:]
+		pos += 2
+		if size == 0 && padding && isAllZero(payload) {
+			return nil
+		}
+		if size == 0 || size > len(payload) {
+			d.dropStaged()
+			return errSize
+		}
+		d.stage(pos, pos+size)
+		payload = payload[size:]
+		pos += size
+		if len(payload) == 0 {
+			return nil
+		}
+	}
 }
 
 func isAllZero(buf []byte) bool {
@@ -516,27 +521,8 @@ func (d *Decoder) decodeH265(pkt *rtp.Packet) error {
 
 	switch h265.NALUType((p[0] >> 1) & 0b111111) {
 	case h265.NALUType_AggregationUnit:
-		d.resetFragments()
-		pos := d.stageCopy(pkt.Timestamp, p[2:])
-		payload := p[2:]
-		for {
-			if len(payload) < 2 {
-				d.dropStaged()
-				return errH265AUSize
-			}
-			size := int(payload[0])<<8 | int(payload[1])
-			payload = payload[2:]
-			pos += 2
-			if size == 0 || size > len(payload) {
-				d.dropStaged()
-				return errH265AUSize
-			}
-			d.stage(pos, pos+size)
-			payload = payload[size:]
-			pos += size
-			if len(payload) == 0 {
-				break
-			}
+		if err := d.aggregate(pkt.Timestamp, p[2:], false, errH265AUSize); err != nil {
+			return err
 		}
 		d.firstPacketReceived = true
 

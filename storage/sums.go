@@ -80,7 +80,9 @@ func (r runningSums) add(data []byte) (runningSums, uint32) {
 		r.cur = crc32cCombine(r.cur, c, int64(len(piece)))
 		r.curLen += int64(len(piece))
 		if r.curLen == r.blockSize {
-			r.blocks = append(r.blocks[:len(r.blocks):len(r.blocks)], r.cur)
+			// Appends are serialised and only a committed result's length counts, so an
+			// uncommitted result writing past the committed length harms nothing.
+			r.blocks = append(r.blocks, r.cur)
 			r.cur, r.curLen = 0, 0
 		}
 	}

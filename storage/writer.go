@@ -168,6 +168,7 @@ func (w *SegmentWriter) Append(f model.Fragment) error {
 // rollback truncates the file back to size after a failed append and returns cause
 // (joined with the truncate error, which also stops the writer).
 func (w *SegmentWriter) rollback(size int64, cause error) error {
+	w.uncached = min(w.uncached, size&^(pageSize-1)) // what is appended again is dropped again
 	err := w.f.Truncate(size)
 	if err == nil {
 		err = w.s.syncFile(w.f)
@@ -214,13 +215,14 @@ func (w *SegmentWriter) Seal() (model.Segment, error) {
 		entries[i] = fragEntry{seq: uint32(i), rec: r}
 	}
 	var res sealResult
-	if w.done == nil {
+	if w.done == nil && w.sums.size == w.size {
 		// Every byte of the file is a durable append of this writer, checksummed as it was
 		// written: nothing to verify, nothing to read back.
 		blocks, whole := w.sums.final()
 		res = sealResult{meta: sealedMeta(w.key, w.meta, entries, w.size, blocks, whole), kept: entries}
 	} else {
-		// A failed fsync or truncate left the file in an unknown state: re-read it all.
+		// A failed fsync or truncate left the file in an unknown state (or, never seen,
+		// the sums do not cover the file): re-read it all.
 		var err error
 		if res, err = w.s.seal(w.key, w.meta, entries, w.f); err != nil {
 			return model.Segment{}, err

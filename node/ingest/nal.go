@@ -159,7 +159,13 @@ func (vp *videoParams) scanAU(au [][]byte) (out [][]byte, info auInfo, err error
 		if perr != nil && err == nil {
 			err = perr
 		}
-		au[n-1] = vp.owned(nalu)
+		if perr != nil {
+			// A parameter set refused here may still be kept by a DTS extractor: not a
+			// slice of the depacketizer's buffer, then (rare: a malformed camera).
+			au[n-1] = bytes.Clone(nalu)
+		} else {
+			au[n-1] = vp.owned(nalu)
+		}
 	}
 	return au[:n], info, err
 }

@@ -175,9 +175,9 @@ type pipeline struct {
 type videoIn struct {
 	media  *description.Media
 	format format.Format
-	// decode returns an access unit that aliases the depacketizer's buffers: valid until
-	// its next call (whatever is kept is copied: parameter sets, samples).
-	decode func(*rtp.Packet) ([][]byte, error)
+	// dec returns access units that alias its buffers: valid until its next Decode
+	// (whatever is kept is copied: parameter sets, samples).
+	dec    *depack.Decoder
 	params videoParams
 
 	h264DTS  *h264.DTSExtractor
@@ -187,11 +187,12 @@ type videoIn struct {
 	haveDTS  bool
 	prevDTS  int64
 
-	havePrev   bool
-	prevTS     uint32
-	prevMarker bool
-	prevPTS    int64
-	prevPTSOK  bool
+	// The previous packet's timestamp (frame interval, lost frames), and the PTS of the
+	// last two timestamps seen: an access unit comes out of the depacketizer after a
+	// packet of the next one when the camera does not set the marker bit.
+	havePrev bool
+	prevTS   uint32
+	ptsOf    [2]tsPTS // [0] the latest timestamp, [1] the one before
 
 	// Drop accounting (health.countDropped).
 	lostSeen   uint64 // the camera's packets-lost counter at the previous packet
@@ -199,6 +200,38 @@ type videoIn struct {
 	emitted    bool   // an access unit came out of the depacketizer this session
 	dropTS     uint32 // timestamp of the last frame counted as depacketize drop
 	dropTSSet  bool
+}
+
+// tsPTS is the PTS an RTP timestamp was decoded to.
+type tsPTS struct {
+	ts    uint32
+	pts   int64
+	ok    bool // the timestamp decoder gave a PTS
+	known bool
+}
+
+// rememberPTS records the PTS of a packet's timestamp. The timestamp decoder gives none
+// until the track's first packet of a random access point (the SPS packet before it, with
+// the same timestamp, gets none): a later packet of the same timestamp fills it in.
+func (v *videoIn) rememberPTS(ts uint32, pts int64, ok bool) {
+	if latest := &v.ptsOf[0]; latest.known && latest.ts == ts {
+		if ok && !latest.ok {
+			latest.pts, latest.ok = pts, true
+		}
+		return
+	}
+	v.ptsOf[1], v.ptsOf[0] = v.ptsOf[0], tsPTS{ts: ts, pts: pts, ok: ok, known: true}
+}
+
+// auPTS returns the PTS of the access unit with RTP timestamp ts (one of the last two
+// timestamps seen; ok false otherwise).
+func (v *videoIn) auPTS(ts uint32) (int64, bool) {
+	for _, e := range v.ptsOf {
+		if e.known && e.ts == ts {
+			return e.pts, e.ok
+		}
+	}
+	return 0, false
 }
 
 type audioIn struct {
@@ -262,7 +295,7 @@ func newPipeline(desc *description.Session, cfg pipelineConfig) (*pipeline, *sel
 		if err != nil {
 			return nil, &sel, fmt.Errorf("%w: H264: %v", ErrNoVideo, err)
 		}
-		p.video.decode = d.Decode
+		p.video.dec = d
 		p.video.params.codec = codecH264
 		sps, pps := f.SafeParams()
 		p.adoptSDPParams(nil, sps, pps)
@@ -271,7 +304,7 @@ func newPipeline(desc *description.Session, cfg pipelineConfig) (*pipeline, *sel
 		if err != nil {
 			return nil, &sel, fmt.Errorf("%w: H265: %v", ErrNoVideo, err)
 		}
-		p.video.decode = d.Decode
+		p.video.dec = d
 		p.video.params.codec = codecH265
 		vps, sps, pps := f.SafeParams()
 		p.adoptSDPParams(vps, sps, pps)
@@ -371,14 +404,9 @@ func (p *pipeline) handleVideo(pkt *rtp.Packet) {
 	}
 	pts, ptsOK := p.timeDec.Decode(v.format, pkt)
 	p.countLostFrames(pkt)
-	au, err := v.decode(pkt)
-
-	auPTS, auOK := pts, ptsOK
-	if v.havePrev && !v.prevMarker && pkt.Timestamp != v.prevTS {
-		// the decoder returned the previous access unit because the timestamp changed
-		auPTS, auOK = v.prevPTS, v.prevPTSOK
-	}
-	v.havePrev, v.prevTS, v.prevMarker, v.prevPTS, v.prevPTSOK = true, pkt.Timestamp, pkt.Marker, pts, ptsOK
+	v.rememberPTS(pkt.Timestamp, pts, ptsOK)
+	au, err := v.dec.Decode(pkt)
+	v.havePrev, v.prevTS = true, pkt.Timestamp
 
 	if err != nil {
 		more := errors.Is(err, rtph264.ErrMorePacketsNeeded) || errors.Is(err, rtph265.ErrMorePacketsNeeded)
@@ -395,6 +423,8 @@ func (p *pipeline) handleVideo(pkt *rtp.Packet) {
 		}
 		return
 	}
+	// Without a marker bit, the access unit returned may be the previous timestamp's.
+	auPTS, auOK := v.auPTS(v.dec.Timestamp())
 	if !auOK || len(au) == 0 {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/pion/rtp"
@@ -338,5 +339,63 @@ func TestPipelineCountsFramesLostInAGap(t *testing.T) {
 	}
 	if got := FramesDropped()[DropDepacketize]; got != 0 {
 		t.Errorf("%s = %d, want 0 (no frame was cut)", DropDepacketize, got)
+	}
+}
+
+// A camera that never sets the marker bit (the FLIR M400 does so) and fragments its frames
+// over several packets: each frame comes out of the depacketizer only when the next
+// frame's first NAL unit is complete, several packets into it. Every frame still gets its
+// own timestamp: samples 40 ms apart, none squeezed to a tick.
+func TestPipelineWithoutMarkerBitsKeepsFrameTimes(t *testing.T) {
+	aus := loadAUs(t, "testdata/h264_320x240.h264", codecH264)
+	desc, f := h264Desc()
+	enc := &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: 100, PacketizationMode: 1}
+	if err := enc.Init(); err != nil {
+		t.Fatal(err)
+	}
+	var pkts []*rtp.Packet
+	fragmented := 0
+	for i, au := range aus {
+		ps, err := enc.Encode(au)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps[0].Payload[0]&0x1f == 28 {
+			fragmented++
+		}
+		for _, pk := range ps {
+			pk.Timestamp = 1000 + uint32(i)*3600
+			pk.Marker = false
+		}
+		pkts = append(pkts, ps...)
+	}
+	if fragmented < len(aus)/2 {
+		t.Fatalf("only %d of %d frames start with a fragmented NAL unit: the test needs them split", fragmented, len(aus))
+	}
+	sink := &memSink{}
+	p, _, err := newPipeline(desc, pipelineConfig{Sink: sink, FragmentMax: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(p, desc.Medias[0], f, pkts)
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+	inits := sink.snapshot()
+	c := verify(t, inits, codecH264, time.Second)
+	// The last frame never ends (no marker, no next timestamp).
+	if c.videoSamples != len(aus)-1 {
+		t.Errorf("%d video samples, want %d", c.videoSamples, len(aus)-1)
+	}
+	for fi, fr := range inits[0].frags {
+		var parts fmp4.Parts
+		if err := parts.Unmarshal(fr.Data); err != nil {
+			t.Fatal(err)
+		}
+		for si, smp := range parts[0].Tracks[0].Samples {
+			if smp.Duration != 3600 {
+				t.Fatalf("fragment %d sample %d lasts %d ticks, want 3600 (40 ms)", fi, si, smp.Duration)
+			}
+		}
 	}
 }

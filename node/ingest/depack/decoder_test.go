@@ -254,3 +254,33 @@ func TestHugeAccessUnitDoesNotPinMemory(t *testing.T) {
 		}
 	}
 }
+
+// Timestamp names the access unit Decode returned, not the packet: without a marker bit,
+// a frame comes out when the next frame's first NAL unit is complete, after a fragmented
+// NAL unit spanning several packets of the next timestamp.
+func TestTimestampOfReturnedAccessUnit(t *testing.T) {
+	d, err := NewH264(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		p      *rtp.Packet
+		wantAU bool
+		wantTS uint32
+	}{
+		{pkt(1, 1000, false, 0x41, 0xaa), false, 0},       // frame at 1000, no marker
+		{pkt(2, 4600, false, 0x7c, 0x85, 1, 2), false, 0}, // FU-A start of the frame at 4600
+		{pkt(3, 4600, false, 0x7c, 0x05, 3, 4), false, 0}, // middle
+		{pkt(4, 4600, false, 0x7c, 0x45, 5, 6), true, 1000},
+		{pkt(5, 8200, true, 0x41, 0xbb), true, 4600}, // timestamp change: the frame at 4600
+	}
+	for i, s := range steps {
+		au, err := d.Decode(s.p)
+		if got := err == nil && au != nil; got != s.wantAU {
+			t.Fatalf("packet %d: access unit %v (err %v), want %v", i+1, got, err, s.wantAU)
+		}
+		if s.wantAU && d.Timestamp() != s.wantTS {
+			t.Fatalf("packet %d: returned access unit has timestamp %d, want %d", i+1, d.Timestamp(), s.wantTS)
+		}
+	}
+}

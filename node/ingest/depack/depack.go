@@ -80,6 +80,7 @@ type Decoder struct {
 	cur    int
 	auSize int    // bytes of NAL units committed to bufs[cur] (gortsplib's frameBufferSize)
 	auTS   uint32 // H.264: timestamp of the last packet committed (frameBufferTimestamp)
+	retTS  uint32 // timestamp of the access unit returned last (Timestamp)
 
 	firstPacketReceived bool
 	annexBMode          bool // H.264: NAL units are wrapped in Annex-B, for good
@@ -158,12 +159,14 @@ func (d *Decoder) Decode(pkt *rtp.Packet) ([][]byte, error) {
 			d.moveStaged(next, true)
 		}
 		ret := cur.result()
+		retTS := d.auTS
 		d.cur = next
 		d.auSize = 0
 		d.bufs[next].nalus = d.bufs[next].nalus[:0]
 		if err := d.commit(pkt.Timestamp); err != nil {
 			return nil, err
 		}
+		d.retTS = retTS
 		return ret, nil
 	}
 
@@ -180,8 +183,14 @@ func (d *Decoder) Decode(pkt *rtp.Packet) ([][]byte, error) {
 	d.cur = 1 - d.cur
 	d.bufs[d.cur].clear()
 	d.auSize = 0
+	d.retTS = pkt.Timestamp
 	return ret, nil
 }
+
+// Timestamp returns the RTP timestamp of the access unit the last successful Decode
+// returned. It is not always the packet's: on a timestamp change without a marker bit,
+// Decode returns the previous access unit.
+func (d *Decoder) Timestamp() uint32 { return d.retTS }
 
 // commit adds the staged NAL units to the access unit being filled, or drops both when a
 // limit would be exceeded (gortsplib then resets its frame buffer).

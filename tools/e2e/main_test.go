@@ -65,15 +65,35 @@ func needTools(t *testing.T, tools ...string) {
 	}
 }
 
-// freeAddr returns a 127.0.0.1 address with a port nobody listens on right now.
+// handedOut are the addresses freeAddr returned in this test process: a port nobody
+// listens on yet may have been given to a node that has not bound it yet (a CI run saw
+// one node's RTSP port given to the next node's gRPC: "bind: address already in use").
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// freeAddr returns a 127.0.0.1 address with a port nobody listens on right now, and that
+// it never returned before.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		a := ln.Addr().String()
+		ln.Close()
+		handedOut.Lock()
+		fresh := !handedOut.addrs[a]
+		handedOut.addrs[a] = true
+		handedOut.Unlock()
+		if fresh {
+			return a
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("find a free port: 100 tries gave ports already handed out")
+	return ""
 }
 
 // syncBuffer is a bytes.Buffer safe for a process writing while the test reads.

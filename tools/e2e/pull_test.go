@@ -136,23 +136,33 @@ v.addEventListener('timeupdate', () => { if (v.currentTime > 1 && !out.textConte
 	if err := os.WriteFile(page, []byte(html), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	// The flags keep Chromium off the network (this machine has none) and let the video
-	// start without a user gesture; the virtual time budget lets the page run 8 s.
-	dom, err := run(ctx, t, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+filepath.Join(dir, "chromium-profile"), "--autoplay-policy=no-user-gesture-required",
-		"--virtual-time-budget=8000", "--dump-dom", "file://"+page)
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
+	// start without a user gesture; the virtual time budget lets the page run 8 s. Virtual
+	// time does not wait for the media element's own fetch: on a loaded machine the budget
+	// can run out before the first bytes arrive, and the page still says "pending" (no
+	// verdict, seen once in CI). That, and only that, is tried again.
+	var got string
+	for try := 1; try <= 3; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		dom, err := run(ctx, t, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir="+filepath.Join(dir, "chromium-profile"), "--autoplay-policy=no-user-gesture-required",
+			"--virtual-time-budget=8000", "--dump-dom", "file://"+page)
+		cancel()
+		if err != nil {
+			t.Fatalf("chromium: %v", err)
+		}
+		i := strings.Index(dom, `<div id="out">`)
+		if i < 0 {
+			t.Fatalf("chromium's page has no result:\n%s", tail(dom, 20))
+		}
+		got = dom[i+len(`<div id="out">`):]
+		got = got[:strings.Index(got, "<")]
+		if got != "pending" {
+			break
+		}
+		t.Logf("try %d: Chromium's page still pending when its time budget ran out", try)
 	}
-	i := strings.Index(dom, `<div id="out">`)
-	if i < 0 {
-		t.Fatalf("chromium's page has no result:\n%s", tail(dom, 20))
-	}
-	got := dom[i+len(`<div id="out">`):]
-	got = got[:strings.Index(got, "<")]
 	if got != "playing 640x360" {
 		t.Errorf("in Chromium the stream %s gave %q, want \"playing 640x360\"", url, got)
 	}

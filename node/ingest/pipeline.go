@@ -187,12 +187,11 @@ type videoIn struct {
 	haveDTS  bool
 	prevDTS  int64
 
-	// The previous packet's timestamp (frame interval, lost frames), and the PTS of the
-	// last two timestamps seen: an access unit comes out of the depacketizer after a
-	// packet of the next one when the camera does not set the marker bit.
-	havePrev bool
-	prevTS   uint32
-	ptsOf    [2]tsPTS // [0] the latest timestamp, [1] the one before
+	// The PTS of the last two timestamps seen: an access unit comes out of the
+	// depacketizer after a packet of the next one when the camera does not set the marker
+	// bit. Before a packet is remembered, ptsOf[0].ts is the previous packet's timestamp
+	// (frame interval, lost frames).
+	ptsOf [2]tsPTS // [0] the latest timestamp, [1] the one before
 
 	// Drop accounting (health.countDropped).
 	lostSeen   uint64 // the camera's packets-lost counter at the previous packet
@@ -406,7 +405,6 @@ func (p *pipeline) handleVideo(pkt *rtp.Packet) {
 	p.countLostFrames(pkt)
 	v.rememberPTS(pkt.Timestamp, pts, ptsOK)
 	au, err := v.dec.Decode(pkt)
-	v.havePrev, v.prevTS = true, pkt.Timestamp
 
 	if err != nil {
 		more := errors.Is(err, rtph264.ErrMorePacketsNeeded) || errors.Is(err, rtph265.ErrMorePacketsNeeded)
@@ -458,10 +456,11 @@ func (p *pipeline) countLostFrames(pkt *rtp.Packet) {
 	lost := p.cfg.Health.lost.Load()
 	gap := lost != v.lostSeen
 	v.lostSeen = lost
-	if !v.havePrev || pkt.Timestamp == v.prevTS {
+	prev := v.ptsOf[0]
+	if !prev.known || pkt.Timestamp == prev.ts {
 		return
 	}
-	d := pkt.Timestamp - v.prevTS // wraps like RTP timestamps
+	d := pkt.Timestamp - prev.ts // wraps like RTP timestamps
 	if d >= 1<<31 {
 		return // backwards: reordered or a new timeline
 	}
